@@ -1,0 +1,108 @@
+"""Configuration: frozen dataclasses whose fields map one to one onto CLI options and are
+stored in every artifact, so a later stage never asks for what an earlier one knew."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Tuple
+
+from .errors import HfrError
+
+CKPT_FORMAT = "hfr-edge-checkpoint"
+CKPT_VERSION = 1
+BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "efficientnet_lite0"  # frozen ImageNet encoder (see backbones.py)
+    image_size: int = 256  # square input side in pixels; a multiple of 32
+    decoder_widths: Tuple[int, int, int] = (256, 128, 64)  # decoder channels at strides 16, 8, 4
+    sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in pixels
+    level_weights: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # weight of each level in the map
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise HfrError(f"unknown backbone {self.backbone!r}; choose one of: {', '.join(BACKBONES)}")
+        if self.image_size < 32 or self.image_size % 32:
+            raise HfrError(f"--image-size {self.image_size} must be a multiple of 32 and at least 32")
+        if len(self.decoder_widths) != 3 or min(self.decoder_widths) < 1:
+            raise HfrError(f"decoder widths {self.decoder_widths} must be three positive integers")
+        if self.sigma <= 0:
+            raise HfrError(f"sigma {self.sigma} must be positive")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decoder_widths"] = list(self.decoder_widths)
+        d["level_weights"] = list(self.level_weights)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        for k in ("decoder_widths", "level_weights"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40  # passes over the training images
+    batch_size: int = 16  # images per decoder step
+    lr: float = 0.005  # Adam learning rate
+    betas: Tuple[float, float] = (0.5, 0.999)  # Adam betas (Reverse Distillation's)
+    seed: int = 0  # seeds the split, the decoder's initial weights and the batch order
+    holdout: float = 0.1  # share of good images held out for the normalisation statistics
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise HfrError(f"--epochs {self.epochs} must be at least 1")
+        if self.batch_size < 1:
+            raise HfrError(f"--batch-size {self.batch_size} must be at least 1")
+        if not self.lr > 0:
+            raise HfrError(f"--lr {self.lr} must be positive")
+        if not 0 <= self.holdout < 0.9:
+            raise HfrError(f"--holdout {self.holdout} must be in [0, 0.9)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise HfrError(f"--device {self.device!r} must be auto, cpu or cuda")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Maps raw anomaly values to normalised ones: 0.5 at the threshold, 0 at `low`.
+
+    normalised = 0.5 * (raw - low) / (threshold - low). Affine, so rankings (AUROC) are
+    exactly those of the raw values; not clipped, so a value far beyond the threshold stays
+    distinguishable (displays clip to [0, 1]). Held-out normal images fall in about [0, 0.5].
+    """
+
+    threshold: float  # raw image score at the decision boundary (mean + 3 std of held-out normals)
+    low: float  # raw value mapped to 0: the smallest anomaly-map value on held-out normals
+    score_mean: float = 0.0  # held-out normal image scores, for the record
+    score_std: float = 0.0
+    score_max: float = 0.0
+    n_images: int = 0
+
+    def __post_init__(self):
+        if not self.threshold > self.low:
+            raise HfrError(f"normalisation statistics are invalid: threshold {self.threshold} must exceed low {self.low}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NormStats":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def scale(self) -> float:
+        return 0.5 / (self.threshold - self.low)

@@ -1,0 +1,153 @@
+"""HFR-AE: frozen encoder, trained decoder, loss and anomaly-map generator as small modules.
+
+Everything after the decoder (residuals, upsampling, sum, Gaussian smoothing, score,
+normalisation) is torch ops in `AnomalyMap` / `DeployModel`, so it traces into the one
+exported graph; `DeployModel` is the explicit export wrapper that fixes the I/O contract.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbones import SPECS, BackboneSpec, load_backbone
+from .config import ModelConfig, NormStats
+
+
+def _conv_bn_relu(cin, cout, k=3):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _UpStage(nn.Module):
+    """x2 upsampling (transposed conv) then two 3x3 convs; a head maps to the level's channels."""
+
+    def __init__(self, cin, width, cout):
+        super().__init__()
+        self.up = nn.Sequential(nn.ConvTranspose2d(cin, width, 2, stride=2, bias=False), nn.BatchNorm2d(width),
+                                nn.ReLU(inplace=True))
+        self.body = nn.Sequential(_conv_bn_relu(width, width), _conv_bn_relu(width, width))
+        self.head = nn.Conv2d(width, cout, 3, padding=1)
+
+    def forward(self, x) -> Tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(self.up(x))
+        return h, self.head(h)
+
+
+class Decoder(nn.Module):
+    """Mirror of the encoder: stride 32 -> 16 -> 8 -> 4, one output head per level."""
+
+    def __init__(self, spec: BackboneSpec, widths: Sequence[int]):
+        super().__init__()
+        w16, w8, w4 = widths
+        c4, c8, c16 = (t.channels for t in spec.taps)
+        self.s16 = _UpStage(spec.deep.channels, w16, c16)
+        self.s8 = _UpStage(w16, w8, c8)
+        self.s4 = _UpStage(w8, w4, c4)
+
+    def forward(self, deep) -> List[torch.Tensor]:  # deep: (B, C32, H/32, W/32)
+        h, r16 = self.s16(deep)  # (B, C16, H/16, W/16)
+        h, r8 = self.s8(h)  # (B, C8, H/8, W/8)
+        _, r4 = self.s4(h)  # (B, C4, H/4, W/4)
+        return [r4, r8, r16]
+
+
+def cosine_residual(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """1 - cosine similarity along channels: (B, C, h, w) x2 -> (B, 1, h, w), in float32."""
+    a, b = a.float(), b.float()
+    dot = (a * b).sum(1, keepdim=True)
+    na = (a * a).sum(1, keepdim=True)
+    nb = (b * b).sum(1, keepdim=True)
+    return 1.0 - dot / torch.sqrt(torch.clamp(na * nb, min=eps * eps))
+
+
+class ReconstructionLoss(nn.Module):
+    """Sum over levels of the mean over pixels of 1 - cos(encoder, decoder)."""
+
+    def forward(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> torch.Tensor:
+        return sum(cosine_residual(e, d).mean() for e, d in zip(enc, dec))
+
+
+def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+    radius = int(math.ceil(4 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).float()
+
+
+class AnomalyMap(nn.Module):
+    """Per-level residuals -> bilinear upsample to the input size -> weighted sum -> Gaussian
+    smoothing (fixed separable convolution, built once; borders renormalised so the map does not
+    fade towards the image edge) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum."""
+
+    def __init__(self, image_size: int, sigma: float, level_weights: Sequence[float] = (1.0, 1.0, 1.0)):
+        super().__init__()
+        self.size = (image_size, image_size)
+        k = gaussian_kernel1d(sigma)
+        self.pad = k.numel() // 2
+        self.register_buffer("kx", k.view(1, 1, 1, -1), persistent=False)
+        self.register_buffer("ky", k.view(1, 1, -1, 1), persistent=False)
+        self.weights = [float(w) for w in level_weights]
+        with torch.no_grad():
+            ones = torch.ones(1, 1, image_size, image_size)
+            self.register_buffer("edge_gain", 1.0 / self._blur(ones), persistent=False)
+
+    def _blur(self, m):
+        m = F.conv2d(m, self.kx, padding=(0, self.pad))
+        return F.conv2d(m, self.ky, padding=(self.pad, 0))
+
+    def forward(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        amap = None
+        for w, e, d in zip(self.weights, enc, dec):
+            r = F.interpolate(cosine_residual(e, d), size=self.size, mode="bilinear", align_corners=False)
+            r = r * w if w != 1.0 else r
+            amap = r if amap is None else amap + r
+        amap = self._blur(amap) * self.edge_gain  # (B, 1, H, W)
+        score = torch.amax(amap, dim=(1, 2, 3))  # (B,)
+        return amap, score
+
+
+class HFRAE(nn.Module):
+    """Frozen encoder + trainable decoder. `forward` returns (encoder levels, decoder levels)."""
+
+    def __init__(self, cfg: ModelConfig, weights: Optional[str] = None, pretrained: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.spec = SPECS[cfg.backbone]
+        self.encoder = load_backbone(cfg.backbone, weights, pretrained)
+        self.decoder = Decoder(self.spec, cfg.decoder_widths)
+        self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # frozen: BatchNorm statistics never move
+        return self
+
+    def encode(self, image01: torch.Tensor):
+        """image01: (B, 3, H, W) RGB in [0, 1] -> ([levels at strides 4, 8, 16], deepest)."""
+        return self.encoder.features((image01 - self.mean) / self.std)
+
+    def forward(self, image01):
+        taps, deep = self.encode(image01)
+        return taps, self.decoder(deep)
+
+
+class DeployModel(nn.Module):
+    """The export wrapper and the inference path of `eval`: image (B, 3, H, W) RGB float in [0, 1]
+    -> anomaly_map (B, 1, H, W) and score (B,), both normalised (0.5 = threshold)."""
+
+    def __init__(self, model: HFRAE, stats: NormStats):
+        super().__init__()
+        self.model = model.eval()
+        self.amap = AnomalyMap(model.cfg.image_size, model.cfg.sigma, model.cfg.level_weights)
+        self.low = float(stats.low)
+        self.scale = float(stats.scale)
+
+    def forward(self, image):
+        enc, dec = self.model(image)
+        amap, score = self.amap(enc, dec)
+        return (amap - self.low) * self.scale, (score - self.low) * self.scale

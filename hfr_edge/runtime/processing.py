@@ -1,0 +1,154 @@
+"""Pre- and post-processing shared by training, evaluation, calibration and both runtime
+backends: one implementation, so a frame is turned into the model's input the same way
+everywhere. numpy + Pillow + OpenCV only (no torch).
+
+Input contract of every hfr-edge graph: float32 (N, 3, S, S), RGB, values in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import HfrError
+
+# Decompression-bomb guard: images with more pixels than this are refused before decoding.
+MAX_PIXELS = 64_000_000  # e.g. 8000 x 8000
+
+
+def cv2_module():
+    """OpenCV, imported lazily: JetPack's system cv2 (with GStreamer) or the PyPI wheel."""
+    try:
+        import cv2  # noqa: PLC0415
+    except ImportError:
+        raise HfrError("OpenCV is needed here: pip install 'hfr-edge[cv]' on a desktop, "
+                       "or on a Jetson use JetPack's python3-opencv (a venv made with --system-site-packages)") from None
+    return cv2
+
+
+def to_rgb_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:
+    """Any common image array -> (H, W, 3) uint8 RGB.
+
+    Accepts (H, W), (H, W, 1), (H, W, 3) and (H, W, 4) (alpha dropped); uint8, uint16 (top 8
+    bits), bool, and float in [0, 1]. Anything else is refused with the shape or dtype named.
+    """
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise HfrError(f"{name}: shape {a.shape} is not an image; expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise HfrError(f"{name}: empty image of shape {a.shape}")
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise HfrError(f"{name}: float image holds NaN or infinity")
+        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    else:
+        raise HfrError(f"{name}: dtype {a.dtype} is not supported; give uint8, uint16, bool or float in [0, 1]")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        a = a[:, :, :3]
+    return np.ascontiguousarray(a)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB, or raise HfrError naming the file.
+
+    Grayscale, 16-bit, palette, RGBA, CMYK and LA images are converted; files larger than
+    MAX_PIXELS are refused before decoding (decompression-bomb guard).
+    """
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+    p = os.fspath(path)
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise HfrError(f"{p}: {w}x{h} pixels exceeds the limit of {MAX_PIXELS} (decompression-bomb guard); "
+                               f"downscale the image first")
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = np.asarray(im, dtype=np.uint32)
+                a = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
+            elif im.mode == "F":
+                a = np.asarray(im, dtype=np.float32)
+                a = np.clip(a / max(float(a.max()), 1e-12), 0, 1)
+            elif im.mode in ("RGB", "L"):
+                a = np.asarray(im)
+            else:  # P, PA, RGBA, LA, CMYK, YCbCr, 1, ...
+                a = np.asarray(im.convert("RGB"))
+    except HfrError:
+        raise
+    except FileNotFoundError:
+        raise HfrError(f"{p}: file not found") from None
+    except IsADirectoryError:
+        raise HfrError(f"{p}: is a folder, not an image") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise HfrError(f"{p}: not a readable image ({type(exc).__name__}); replace or remove the file") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise HfrError(f"{p}: corrupt or truncated image ({str(exc).splitlines()[0][:80]}); replace or remove the file") from None
+    return to_rgb_uint8(a, p)
+
+
+def resize_rgb(img: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8: area interpolation when shrinking, bilinear otherwise."""
+    cv2 = cv2_module()
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img
+    interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def preprocess(images: Sequence[np.ndarray], size: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Frames (any size, RGB or gray, see to_rgb_uint8) -> float32 (N, 3, size, size) in [0, 1].
+
+    `out`, if given, is a preallocated float32 (>= N, 3, size, size) buffer filled in place
+    (the runtime passes its pinned input buffer here).
+    """
+    n = len(images)
+    if out is None:
+        out = np.empty((n, 3, size, size), np.float32)
+    elif out.shape[0] < n or out.shape[1:] != (3, size, size) or out.dtype != np.float32:
+        raise HfrError(f"preprocess: output buffer {out.shape} {out.dtype} cannot hold {n} images of {size}x{size}")
+    for i, img in enumerate(images):
+        rgb = resize_rgb(to_rgb_uint8(img, f"frame {i}"), size)
+        np.multiply(rgb.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=out[i], casting="unsafe")
+    return out[:n]
+
+
+def read_mask(path: str | os.PathLike, expect_hw: Optional[tuple] = None) -> np.ndarray:
+    """A ground-truth mask file -> bool (H, W); expect_hw checks it matches its image."""
+    a = read_image(path)[:, :, 0]
+    if expect_hw is not None and a.shape[:2] != tuple(expect_hw):
+        raise HfrError(f"{os.fspath(path)}: mask is {a.shape[1]}x{a.shape[0]} but its image is "
+                       f"{expect_hw[1]}x{expect_hw[0]}; masks must have their image's size")
+    return a > 127
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """bool (H, W) -> bool (size, size), nearest neighbour."""
+    cv2 = cv2_module()
+    if mask.shape == (size, size):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def heat_overlay(rgb: np.ndarray, amap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend a normalised anomaly map (h, w; 0.5 = threshold, clipped to [0, 1] for display) onto
+    an (H, W, 3) uint8 RGB frame; returns uint8 RGB of the frame's size."""
+    cv2 = cv2_module()
+    h, w = rgb.shape[:2]
+    m = np.clip(np.asarray(amap, np.float32).squeeze(), 0.0, 1.0)
+    if m.shape != (h, w):
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+    heat = cv2.applyColorMap((m * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]  # BGR -> RGB
+    return cv2.addWeighted(rgb, 1.0 - alpha, heat, alpha, 0.0)
