@@ -1,0 +1,122 @@
+"""Artifact metadata: the versioned JSON beside every artifact (model.onnx -> model.onnx.json,
+model.engine -> model.engine.json), validated on load. torch-free.
+
+The same dict is stored in the ONNX graph's metadata_props (key "hfr_edge", JSON text), so a
+graph that lost its JSON can still be described.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from .errors import HfrError
+from .fsio import read_json, write_json_atomic
+
+SCHEMA = "hfr-edge-artifact"
+SCHEMA_VERSION = 1
+META_KEY = "hfr_edge"  # key in ONNX metadata_props
+PRECISIONS = ("fp32", "fp16", "int8")
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("anomaly_map", "score")
+
+
+def sidecar(path: str | os.PathLike) -> Path:
+    """model.onnx -> model.onnx.json"""
+    p = Path(path)
+    return p.with_name(p.name + ".json")
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    kind: str  # "onnx" or "engine"
+    precision: str  # fp32 | fp16 | int8
+    image_size: int
+    model: Dict[str, Any]  # ModelConfig.to_dict()
+    norm: Dict[str, Any]  # NormStats.to_dict()
+    extra: Dict[str, Any] = field(default_factory=dict)  # provenance, training data, engine fingerprint ...
+
+    def to_dict(self) -> dict:
+        d = dict(self.extra)
+        d.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, kind=self.kind, precision=self.precision,
+                 image_size=self.image_size, model=self.model, norm=self.norm, threshold=0.5,
+                 input={"name": INPUT_NAME, "shape": ["N", 3, self.image_size, self.image_size],
+                        "dtype": "float32", "layout": "NCHW, RGB, values in [0, 1]"},
+                 outputs={"anomaly_map": ["N", 1, self.image_size, self.image_size], "score": ["N"]})
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "ArtifactMeta":
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise HfrError(f"{where}: not hfr-edge artifact metadata (schema {d.get('schema') if isinstance(d, dict) else None!r}); "
+                           f"re-export the model with `hfr-edge export`")
+        ver = d.get("schema_version")
+        if not isinstance(ver, int) or ver > SCHEMA_VERSION:
+            raise HfrError(f"{where}: metadata schema_version {ver!r} is newer than this hfr-edge understands "
+                           f"({SCHEMA_VERSION}); upgrade hfr-edge")
+        d = _migrate(d, ver)
+        try:
+            kind, precision, size = d["kind"], d["precision"], d["image_size"]
+            model, norm = d["model"], d["norm"]
+        except KeyError as exc:
+            raise HfrError(f"{where}: metadata lacks {exc.args[0]!r}; re-export the model") from None
+        if kind not in ("onnx", "engine"):
+            raise HfrError(f"{where}: metadata kind {kind!r} must be 'onnx' or 'engine'")
+        if precision not in PRECISIONS:
+            raise HfrError(f"{where}: metadata precision {precision!r} must be one of {', '.join(PRECISIONS)}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 32 or size % 32:
+            raise HfrError(f"{where}: metadata image_size {size!r} must be a positive multiple of 32")
+        if not isinstance(model, dict) or not isinstance(norm, dict):
+            raise HfrError(f"{where}: metadata 'model' and 'norm' must be objects; re-export the model")
+        for k in ("threshold", "low"):
+            v = norm.get(k)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:
+                raise HfrError(f"{where}: metadata norm.{k} {v!r} must be a number; re-export the model")
+        known = {"schema", "schema_version", "kind", "precision", "image_size", "model", "norm", "threshold",
+                 "input", "outputs"}
+        return cls(kind, precision, size, model, norm, {k: v for k, v in d.items() if k not in known})
+
+
+def _migrate(d: dict, version: int) -> dict:
+    """Bring older metadata up to SCHEMA_VERSION (none older than 1 exists yet)."""
+    return d
+
+
+def write_meta(artifact: str | os.PathLike, meta: ArtifactMeta) -> Path:
+    p = sidecar(artifact)
+    write_json_atomic(p, meta.to_dict())
+    return p
+
+
+def _meta_from_onnx_props(path: Path) -> Optional[dict]:
+    """Read metadata_props without onnx (which the runtime does not need): ONNX Runtime has them."""
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        text = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
+    except Exception:  # noqa: BLE001 - an unreadable graph is reported by the caller
+        return None
+    return json.loads(text) if text else None
+
+
+def load_meta(artifact: str | os.PathLike) -> ArtifactMeta:
+    """Metadata of an .onnx or .engine artifact: the JSON beside it, else (ONNX) the graph's own."""
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise HfrError(f"{artifact}: file not found")
+    side = sidecar(artifact)
+    if side.is_file():
+        return ArtifactMeta.from_dict(read_json(side, "artifact metadata"), str(side))
+    if artifact.suffix == ".onnx":
+        d = _meta_from_onnx_props(artifact)
+        if d is not None:
+            return ArtifactMeta.from_dict(d, str(artifact))
+        raise HfrError(f"{artifact}: not an hfr-edge graph (no {side.name} beside it and no hfr_edge metadata "
+                       f"inside); export it with `hfr-edge export ckpt.pt`")
+    raise HfrError(f"{artifact}: its metadata {side} is missing; rebuild it with `hfr-edge build`")
