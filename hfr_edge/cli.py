@@ -1,0 +1,67 @@
+"""The `hfr-edge` command line: one typer app, one command per stage.
+
+Each command lives beside its stage (train.py, export/command.py, runtime/run.py, ...) and is
+registered here; their modules import only light things at the top, so `hfr-edge run` on a
+Jetson never imports torch. A user's mistake (HfrError) becomes one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from .errors import HfrError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="HFR-AE anomaly detection: train -> export -> calibrate -> build -> run, for NVIDIA Jetson.")
+
+# (command name, module, function): the function's typer annotations define the options.
+COMMANDS = [
+    ("train", "hfr_edge.train", "train_command"),
+    ("eval", "hfr_edge.evaluate", "eval_command"),
+    ("export", "hfr_edge.export.command", "export_command"),
+    ("calibrate", "hfr_edge.calib.command", "calibrate_command"),
+    ("build", "hfr_edge.build.command", "build_command"),
+    ("run", "hfr_edge.runtime.run", "run_command"),
+    ("bench", "hfr_edge.runtime.bench", "bench_command"),
+    ("doctor", "hfr_edge.doctor", "doctor_command"),
+    ("demo", "hfr_edge.demo", "demo_command"),
+]
+
+for _name, _mod, _fn in COMMANDS:
+    try:
+        _m = importlib.import_module(_mod)
+    except ModuleNotFoundError as _exc:  # a stage not written yet during development
+        if _exc.name != _mod:
+            raise
+        continue
+    app.command(_name)(getattr(_m, _fn))
+
+
+def main(argv=None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except HfrError as exc:
+        print(f"hfr-edge: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("hfr-edge: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:  # raised by commands to end with a code
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click  # noqa: PLC0415
+
+        if isinstance(exc, click.exceptions.Abort):
+            print("hfr-edge: interrupted", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
