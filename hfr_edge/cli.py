@@ -42,25 +42,13 @@ for _name, _mod, _fn in COMMANDS:
 
 def main(argv=None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)  # typer handles --help, usage errors and Ctrl-C ("Aborted!", exit 1)
     except HfrError as exc:
         print(f"hfr-edge: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("hfr-edge: interrupted", file=sys.stderr)
         sys.exit(130)
-    except typer.Exit as exc:  # raised by commands to end with a code
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors
-        import click  # noqa: PLC0415
-
-        if isinstance(exc, click.exceptions.Abort):
-            print("hfr-edge: interrupted", file=sys.stderr)
-            sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":
