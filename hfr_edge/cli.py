@@ -17,6 +17,13 @@ from .errors import HfrError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="HFR-AE anomaly detection: train -> export -> calibrate -> build -> run, for NVIDIA Jetson.")
 
+
+
+@app.callback()
+def _root() -> None:
+    """HFR-AE anomaly detection: train -> export -> calibrate -> build -> run, for NVIDIA Jetson."""
+
+
 # (command name, module, function): the function's typer annotations define the options.
 COMMANDS = [
     ("train", "hfr_edge.train", "train_command"),
