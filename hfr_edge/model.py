@@ -83,8 +83,10 @@ class AnomalyMap(nn.Module):
     smoothing (fixed separable convolution, built once; borders renormalised so the map does not
     fade towards the image edge) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum."""
 
-    def __init__(self, image_size: int, sigma: float, level_weights: Sequence[float] = (1.0, 1.0, 1.0)):
+    def __init__(self, image_size: int, sigma: float, level_weights: Sequence[float] = (1.0, 1.0, 1.0),
+                 strides: Sequence[int] = (4, 8, 16)):
         super().__init__()
+        self.strides = [int(s) for s in strides]
         self.size = (image_size, image_size)
         k = gaussian_kernel1d(sigma)
         self.pad = k.numel() // 2
@@ -101,8 +103,11 @@ class AnomalyMap(nn.Module):
 
     def forward(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         amap = None
-        for w, e, d in zip(self.weights, enc, dec):
-            r = F.interpolate(cosine_residual(e, d), size=self.size, mode="bilinear", align_corners=False)
+        for w, s, e, d in zip(self.weights, self.strides, enc, dec):
+            # a constant scale (not a size) keeps Shape ops out of the exported Resize
+            f = float(s)
+            r = F.interpolate(cosine_residual(e, d), scale_factor=(f, f), mode="bilinear", align_corners=False,
+                              recompute_scale_factor=False)
             r = r * w if w != 1.0 else r
             amap = r if amap is None else amap + r
         amap = self._blur(amap) * self.edge_gain  # (B, 1, H, W)

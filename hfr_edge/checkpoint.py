@@ -1,0 +1,80 @@
+"""The checkpoint contract (DESIGN.md 3): a plain dict that `torch.load(weights_only=True)`
+reads without running code, carrying everything export needs (no weights package, no network)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Tuple
+
+import torch
+
+from .config import CKPT_FORMAT, CKPT_VERSION, ModelConfig, NormStats
+from .errors import HfrError
+from .fsio import atomic_path
+from .model import HFRAE, DeployModel
+
+
+def save_checkpoint(path, model: HFRAE, stats: NormStats, summary: dict) -> Path:
+    ckpt = {
+        "format": CKPT_FORMAT,
+        "version": CKPT_VERSION,
+        "config": model.cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "norm": stats.to_dict(),
+        "train": summary,
+    }
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(ckpt, tmp)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror) from None  # atomic_path words it
+    return Path(path)
+
+
+def load_checkpoint(path) -> dict:
+    """Read and validate a checkpoint; every failure is one HfrError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise HfrError(f"{p}: checkpoint not found; train one with `hfr-edge train DATA -o {p.name}`")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise HfrError(f"{p}: refused: the file holds Python objects that would run code when loaded "
+                           f"(not an hfr-edge checkpoint); only load checkpoints written by `hfr-edge train`") from None
+        raise HfrError(f"{p}: corrupt checkpoint ({first[:80]}); retrain or restore it") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise HfrError(f"{p}: not a readable checkpoint, truncated or corrupt ({type(exc).__name__}); "
+                       f"retrain or restore it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise HfrError(f"{p}: not an hfr-edge checkpoint (no format '{CKPT_FORMAT}'); "
+                       f"give a file written by `hfr-edge train`")
+    ver = ckpt.get("version")
+    if not isinstance(ver, int) or ver > CKPT_VERSION:
+        raise HfrError(f"{p}: checkpoint version {ver!r} is newer than this hfr-edge reads ({CKPT_VERSION}); upgrade hfr-edge")
+    for key in ("config", "state_dict", "norm"):
+        if not isinstance(ckpt.get(key), dict):
+            raise HfrError(f"{p}: checkpoint lacks its '{key}'; retrain it")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, where: str = "checkpoint") -> HFRAE:
+    cfg = ModelConfig.from_dict(ckpt["config"])
+    model = HFRAE(cfg, pretrained=False)
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise HfrError(f"{where}: weights do not match the model config ({str(exc).splitlines()[0][:100]}); retrain it") from None
+    return model.eval()
+
+
+def load_deploy_model(path) -> Tuple[DeployModel, ModelConfig, NormStats]:
+    """The checkpoint as the export wrapper: float32 (N, 3, S, S) in [0, 1] -> (map, score) normalised."""
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt, str(path))
+    stats = NormStats.from_dict(ckpt["norm"])
+    return DeployModel(model, stats).eval(), model.cfg, stats

@@ -1,0 +1,213 @@
+"""`hfr-edge train`: fit the decoder on normal images; the encoder stays frozen.
+
+The encoder is frozen and there is no augmentation, so each image's encoder features are the
+same every epoch: they are computed once, and an epoch costs only the decoder's forward and
+backward. Held-out normal images then give the normalisation statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import typer
+from typing_extensions import Annotated
+
+from .config import ModelConfig, NormStats, TrainConfig
+from .errors import HfrError
+
+FEATURE_CACHE_BYTES = 6 << 30  # keep encoder features in memory up to this size
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HfrError("--device cuda: no CUDA GPU visible to PyTorch; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def split_holdout(n: int, share: float, seed: int) -> tuple:
+    """Indices (train, holdout): a seeded shuffle; at least one image each way when n >= 2."""
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    k = 0 if share <= 0 or n < 2 else min(n - 1, max(1, round(n * share)))
+    return sorted(idx[k:]), sorted(idx[:k])
+
+
+@np.errstate(all="ignore")
+def norm_stats(scores: np.ndarray, map_min: float) -> NormStats:
+    """Threshold = mean + 3 std of held-out normal scores (at least their max); low = smallest map value."""
+    scores = np.asarray(scores, np.float64)
+    mean, std, mx = float(scores.mean()), float(scores.std()), float(scores.max())
+    thr = max(mean + 3.0 * std, mx)
+    low = min(float(map_min), thr * 0.5)
+    if thr <= low:
+        thr = low + 1e-6
+    return NormStats(threshold=thr, low=low, score_mean=mean, score_std=std, score_max=mx, n_images=len(scores))
+
+
+class _Progress:
+    """A progress bar with loss and images/s (rich when attached to a terminal, else plain lines)."""
+
+    def __init__(self, epochs: int, enabled: bool = True):
+        self.epochs, self.enabled, self.bar = epochs, enabled, None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task("train", total=epochs, info="")
+            self.bar.start()
+
+    def update(self, epoch: int, loss: float, ips: float):
+        info = f"loss {loss:.4f}  {ips:.0f} img/s"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=epoch, info=info)
+        elif self.enabled:
+            print(f"epoch {epoch}/{self.epochs}  {info}", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _encode_all(model, x: np.ndarray, device, batch: int = 32):
+    """Encoder features of every image, once: (levels list, deepest), stored on `device`."""
+    import torch
+
+    taps, deeps = [[], [], []], []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            t, d = model.encode(torch.from_numpy(x[i:i + batch]).to(device))
+            for lvl, f in zip(taps, t):
+                lvl.append(f)
+            deeps.append(d)
+    return [torch.cat(l) for l in taps], torch.cat(deeps)
+
+
+def raw_maps(model, amap_module, x: np.ndarray, device, batch: int = 32):
+    """Raw (un-normalised) anomaly maps and scores of float32 images (N, 3, S, S)."""
+    import torch
+
+    maps, scores = [], []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            enc, dec = model(torch.from_numpy(x[i:i + batch]).to(device))
+            m, s = amap_module(enc, dec)
+            maps.append(m.cpu().numpy()[:, 0])
+            scores.append(s.cpu().numpy())
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainConfig,
+        weights: Optional[str] = None, progress: bool = True, log=print):
+    """Train the decoder on float32 images (N, 3, S, S); returns (model, NormStats, summary)."""
+    import torch
+
+    from .model import HFRAE, AnomalyMap, ReconstructionLoss
+
+    torch.manual_seed(tcfg.seed)
+    device = pick_device(tcfg.device)
+    model = HFRAE(mcfg, weights=weights).to(device)
+    t0 = time.time()
+    est = x_train.nbytes * 1.2  # feature maps are about the size of the images
+    if est > FEATURE_CACHE_BYTES:
+        raise HfrError(f"{len(x_train)} training images at {mcfg.image_size}px need about {est / 2**30:.1f} GiB of "
+                       f"cached features; lower --image-size or use fewer images")
+    taps, deep = _encode_all(model, x_train, device)
+    t_enc = time.time() - t0
+    opt = torch.optim.Adam(model.decoder.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas))
+    loss_fn = ReconstructionLoss()
+    n, bs = len(x_train), min(tcfg.batch_size, len(x_train))
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    bar = _Progress(tcfg.epochs, progress)
+    model.train()
+    loss_hist: List[float] = []
+    try:
+        for epoch in range(1, tcfg.epochs + 1):
+            te, tot, seen = time.time(), 0.0, 0
+            perm = torch.randperm(n, generator=gen).to(device)
+            for i in range(0, n - bs + 1, bs):  # drop the ragged last batch (BatchNorm on 1 image)
+                b = perm[i:i + bs]
+                dec = model.decoder(deep[b])
+                loss = loss_fn([t[b] for t in taps], dec)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot += float(loss.detach()) * len(b)
+                seen += len(b)
+            loss_hist.append(tot / max(seen, 1))
+            if not math.isfinite(loss_hist[-1]):
+                raise HfrError(f"training diverged at epoch {epoch} (loss {loss_hist[-1]}); lower --lr (now {tcfg.lr})", 1)
+            bar.update(epoch, loss_hist[-1], seen / max(time.time() - te, 1e-9))
+    finally:
+        bar.close()
+    model.eval()
+    t_train = time.time() - t0
+    amap = AnomalyMap(mcfg.image_size, mcfg.sigma, mcfg.level_weights).to(device)
+    ref = x_hold if len(x_hold) else x_train[: min(len(x_train), 64)]
+    maps, scores = raw_maps(model, amap, ref, device)
+    stats = norm_stats(scores, float(maps.min()))
+    summary = {"epochs": tcfg.epochs, "final_loss": loss_hist[-1], "loss_history": loss_hist,
+               "train_images": int(n), "holdout_images": int(len(x_hold)),
+               "stats_from": "holdout" if len(x_hold) else "training images (no holdout: biased low)",
+               "encode_seconds": round(t_enc, 2), "train_seconds": round(t_train, 2), "device": str(device),
+               "train_config": tcfg.to_dict()}
+    return model.cpu(), stats, summary
+
+
+def train_command(
+    data: Annotated[str, typer.Argument(help="Dataset folder (MVTec AD layout, image folder, MNIST/Fashion-MNIST IDX, CIFAR-10)")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write")] = "ckpt.pt",
+    fmt: Annotated[str, typer.Option("--format", help="auto|mvtec|folder|mnist|fashion-mnist|cifar10")] = "auto",
+    normal_class: Annotated[Optional[str], typer.Option("--normal-class", help="One-class protocol: the normal class (index or name)")] = None,
+    test: Annotated[Optional[str], typer.Option("--test", help="Folder format: test folder with good/ and defect subfolders")] = None,
+    backbone: Annotated[str, typer.Option(help="efficientnet_lite0 | resnet18 | wide_resnet50_2")] = ModelConfig.backbone,
+    weights: Annotated[Optional[str], typer.Option(help="torchvision-format ImageNet weights (.pth) for the ResNets")] = None,
+    image_size: Annotated[int, typer.Option(help="Square input size, a multiple of 32")] = ModelConfig.image_size,
+    epochs: Annotated[int, typer.Option()] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option()] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option()] = TrainConfig.lr,
+    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
+    holdout: Annotated[float, typer.Option(help="Share of good images held out for the normalisation statistics")] = TrainConfig.holdout,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = TrainConfig.device,
+) -> None:
+    """Train the HFR-AE decoder on normal images and write a checkpoint."""
+    from .data import load_items, open_dataset
+
+    mcfg = ModelConfig(backbone=backbone, image_size=image_size)
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
+    out = Path(output)
+    if out.is_dir():
+        raise HfrError(f"-o {out}: is a folder; give a file name such as {out / 'ckpt.pt'}")
+    if not out.parent.exists() if str(out.parent) else False:
+        raise HfrError(f"-o {out}: folder {out.parent} does not exist; create it first")
+    ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
+    tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
+    t0 = time.time()
+    x, _, kept, skipped = load_items([ds.train[i] for i in tr_idx], mcfg.image_size,
+                                     warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    xh, _, kept_h, skipped_h = load_items([ds.train[i] for i in ho_idx], mcfg.image_size,
+                                          warn=lambda m: print(f"warning: {m}", file=sys.stderr)) if ho_idx else (np.zeros((0, 3, mcfg.image_size, mcfg.image_size), np.float32), None, [], [])
+    print(f"data: {ds.format} {ds.root}: {len(kept)} training + {len(kept_h)} held-out normal images"
+          f"{f', {len(skipped) + len(skipped_h)} skipped' if skipped or skipped_h else ''} ({time.time() - t0:.1f} s)",
+          file=sys.stderr)
+    model, stats, summary = fit(x, xh, mcfg, tcfg, weights=weights)
+    summary.update(data=str(Path(data).resolve()), format=ds.format, normal_class=ds.normal_class,
+                   skipped=[k for k, _ in skipped + skipped_h], seed=seed,
+                   total_seconds=round(time.time() - t0, 2))
+    from .checkpoint import save_checkpoint
+
+    save_checkpoint(out, model, stats, summary)
+    print(f"wrote {out}: loss {summary['final_loss']:.4f}, threshold {stats.threshold:.4f} "
+          f"(held-out normals: mean {stats.score_mean:.4f}, max {stats.score_max:.4f}), "
+          f"{summary['total_seconds']:.0f} s", file=sys.stderr)
