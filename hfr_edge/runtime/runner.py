@@ -7,3 +7,175 @@
 Input names, dtypes and shapes are checked here once, so each backend is a few short methods.
 Backends are imported lazily: this module never imports torch, onnx or tensorrt.
 """
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..artifact import INPUT_NAME, OUTPUT_NAMES, ArtifactMeta, load_meta
+from ..errors import HfrError
+
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+class Runner:
+    """Base class: subclasses implement _activate(), _infer(x) -> outputs, _deactivate().
+
+    open_runner() returns a runner already active; `with` (or close()) frees what it holds.
+    """
+
+    input_name = INPUT_NAME
+    output_names = OUTPUT_NAMES
+
+    def __init__(self, path, meta: Optional[ArtifactMeta] = None):
+        self.path = Path(path)
+        self.meta = meta if meta is not None else load_meta(self.path)
+        self.backend = "unknown"  # set by the subclass on activation, e.g. "tensorrt 10.3.0"
+        self.max_batch: Optional[int] = None  # engine profile max; None for a dynamic ONNX batch
+        self.last_timings: Dict[str, float] = {}  # ms of the last infer
+        self.is_active = False
+
+    # -- lifetime -------------------------------------------------------------------------
+    def activate(self) -> "Runner":
+        if not self.is_active:
+            self._activate()
+            self.is_active = True
+        return self
+
+    def close(self) -> None:
+        if self.is_active:
+            self.is_active = False
+            self._deactivate()
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- inference ------------------------------------------------------------------------
+    def input_buffer(self, n: int) -> Optional[np.ndarray]:
+        """A preallocated (pinned) float32 (n, 3, S, S) buffer to pre-process into, or None."""
+        return None
+
+    def infer(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        x = self._check_feed(feed)
+        self.activate()
+        self.last_timings = {}
+        t0 = time.perf_counter()
+        out = self._infer(x)
+        if not self.last_timings:
+            self.last_timings = {"compute": (time.perf_counter() - t0) * 1e3}
+        return self._check_outputs(out, x.shape[0])
+
+    def _check_feed(self, feed) -> np.ndarray:
+        if not isinstance(feed, dict) or list(feed) != [self.input_name]:
+            names = list(feed) if isinstance(feed, dict) else type(feed).__name__
+            raise HfrError(f"{self.path.name}: feed {names} must hold exactly one input named '{self.input_name}'")
+        x = feed[self.input_name]
+        s = self.meta.image_size
+        want = f"float32 (N, 3, {s}, {s})"
+        if not isinstance(x, np.ndarray):
+            raise HfrError(f"input '{self.input_name}': a {type(x).__name__}, expected a numpy array {want}")
+        if x.dtype != np.float32:
+            raise HfrError(f"input '{self.input_name}': dtype {x.dtype}, expected {want}")
+        if x.ndim != 4 or x.shape[1:] != (3, s, s) or x.shape[0] < 1:
+            raise HfrError(f"input '{self.input_name}': shape {x.shape}, expected {want} with N >= 1")
+        if self.max_batch is not None and x.shape[0] > self.max_batch:
+            raise HfrError(f"input '{self.input_name}': batch {x.shape[0]} exceeds {self.path.name}'s maximum "
+                           f"batch {self.max_batch}; split it or rebuild the engine with a larger batch profile")
+        if not x.flags.c_contiguous:
+            raise HfrError(f"input '{self.input_name}': array is not C-contiguous; pass np.ascontiguousarray(x)")
+        return x
+
+    def _check_outputs(self, out: Dict[str, np.ndarray], n: int) -> Dict[str, np.ndarray]:
+        s = self.meta.image_size
+        want = {"anomaly_map": (n, 1, s, s), "score": (n,)}
+        for name, shape in want.items():
+            got = out.get(name)
+            if got is None or got.shape != shape:
+                raise HfrError(f"{self.path}: output '{name}' has shape {None if got is None else got.shape}, "
+                               f"expected {shape}; re-export the model (its graph breaks the hfr-edge contract)")
+            if got.dtype != np.float32:
+                out[name] = got.astype(np.float32)
+        return out
+
+    # -- backend hooks --------------------------------------------------------------------
+    def _activate(self) -> None:
+        raise NotImplementedError
+
+    def _infer(self, x: np.ndarray) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _deactivate(self) -> None:
+        raise NotImplementedError
+
+
+def open_runner(path, provider: str = "auto", device: int = 0) -> Runner:
+    """.onnx -> OrtRunner (provider auto|tensorrt|cuda|cpu); .engine/.plan -> TrtRunner. Returned active."""
+    p = Path(path)
+    if provider not in PROVIDER_CHOICES:
+        raise HfrError(f"--provider {provider!r} must be one of: {', '.join(PROVIDER_CHOICES)}")
+    if not p.is_file():
+        raise HfrError(f"{p}: {'is a folder, not a model' if p.is_dir() else 'file not found'}")
+    suffix = p.suffix.lower()
+    if suffix == ".onnx":
+        from .onnxrt import OrtRunner  # noqa: PLC0415
+
+        runner: Runner = OrtRunner(p, provider=provider, device=device)
+    elif suffix in ENGINE_SUFFIXES:
+        if provider not in ("auto", "tensorrt"):
+            raise HfrError(f"--provider {provider} applies to .onnx graphs; {p.name} is a TensorRT engine "
+                           f"(give model.onnx to run it with ONNX Runtime)")
+        from .tensorrt import TrtRunner  # noqa: PLC0415
+
+        runner = TrtRunner(p, device=device)
+    else:
+        raise HfrError(f"{p}: unknown artifact type {suffix or '(no suffix)'!r}; give a .onnx graph or a "
+                       f".engine/.plan TensorRT engine")
+    return runner.activate()
+
+
+def tensorrt_usable() -> Tuple[bool, str]:
+    """(True, "TensorRT 10.3.0 on Orin") when an engine can run here, else (False, why not)."""
+    import importlib.util  # noqa: PLC0415
+
+    try:
+        from .trtinfo import gpu_info, trt_version  # noqa: PLC0415
+    except ImportError:
+        return False, "no TensorRT support in this hfr-edge"
+    version = trt_version()
+    if version is None:
+        return False, "no TensorRT here"
+    if importlib.util.find_spec("pycuda") is None:
+        return False, "no pycuda here"
+    gpu = gpu_info()
+    if not gpu:
+        return False, "no GPU here"
+    return True, f"TensorRT {version} on {gpu.get('name', 'the GPU')}"
+
+
+def default_artifact(folder=".") -> Tuple[Path, str]:
+    """The artifact `run`/`bench`/`eval` use when MODEL is omitted, and a sentence saying why."""
+    folder = Path(folder)
+    engine, onnx = folder / "model.engine", folder / "model.onnx"
+    if engine.is_file():
+        usable, why = tensorrt_usable()
+        if usable:
+            return engine, f"using {engine} ({why})"
+        if onnx.is_file():
+            return onnx, f"using {onnx} ({why}, so not {engine.name})"
+        raise HfrError(f"{engine} needs TensorRT, but there is {why}; give {onnx.name} instead "
+                       f"(export it with `hfr-edge export ckpt.pt`) or run on the device the engine was built for")
+    if onnx.is_file():
+        usable, why = tensorrt_usable()
+        if usable:
+            return onnx, f"using {onnx} (no {engine.name}; build one with `hfr-edge build {onnx}` for TensorRT speed)"
+        return onnx, f"using {onnx} ({why})"
+    raise HfrError(f"no model.engine or model.onnx in {folder.resolve()}; run `hfr-edge export ckpt.pt` first "
+                   f"(or name the model to use)")

@@ -1,0 +1,166 @@
+"""`hfr-edge eval ARTIFACT DATA`: image AUROC, pixel AUROC, AUPRO, F1-max (and per defect) of any
+artifact. A checkpoint runs in PyTorch; .onnx and .engine run through the runtime's Detector, so
+what is measured is what deploys. Shared with `calibrate` (fp32 vs int8) and `demo`."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import typer
+from typing_extensions import Annotated
+
+from .errors import HfrError
+
+CHUNK = 64  # images per evaluation step: bounds memory on large test sets
+
+
+@dataclass
+class Scores:
+    labels: np.ndarray  # (N,) 0 good, 1 anomalous
+    defects: List[str]
+    keys: List[str]
+    scores: np.ndarray  # (N,) normalised
+    maps: Optional[np.ndarray]  # (N, S, S) normalised, when kept
+    masks: Optional[np.ndarray]  # (N, S, S) bool, when the dataset has masks
+    skipped: List[Tuple[str, str]]
+    seconds: float
+
+
+@contextlib.contextmanager
+def open_scorer(artifact: str, provider: str = "auto") -> Iterator[Tuple[Callable, int, str, str]]:
+    """(predict(x float32 (N,3,S,S)) -> (maps (N,S,S), scores (N,)), image size, backend, precision)."""
+    p = Path(artifact)
+    if p.suffix in (".pt", ".pth", ".ckpt"):
+        import torch
+
+        from .checkpoint import load_deploy_model
+
+        module, cfg, _ = load_deploy_model(p)
+
+        def predict(x):
+            with torch.inference_mode():
+                m, s = module(torch.from_numpy(x))
+            return m.numpy()[:, 0], s.numpy()
+
+        yield predict, cfg.image_size, "pytorch (eager, cpu)", "fp32"
+        return
+    from .runtime.detector import Detector
+    from .runtime.runner import open_runner
+
+    with open_runner(p, provider=provider) as runner:
+        det = Detector(runner)
+        yield det.predict_batch, det.size, runner.backend, runner.meta.precision
+
+
+def score_items(predict, items, size: int, with_masks: bool, keep_maps: bool = True, warn=None) -> Scores:
+    from .data import load_items
+
+    warn = warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
+    t0 = time.time()
+    labels, defects, keys, scores, maps, masks, skipped = [], [], [], [], [], [], []
+    for i in range(0, len(items), CHUNK):
+        x, mk, kept, sk = load_items(items[i:i + CHUNK], size, with_masks=with_masks, warn=warn)
+        skipped += sk
+        if not kept:
+            continue
+        m, s = predict(x)
+        labels += [it.label for it in kept]
+        defects += [it.defect for it in kept]
+        keys += [it.key for it in kept]
+        scores.append(np.asarray(s, np.float32))
+        if keep_maps:
+            maps.append(np.asarray(m, np.float32))
+        if mk is not None:
+            masks.append(mk)
+    if not scores:
+        raise HfrError("no readable test image; check the dataset's test folder")
+    return Scores(np.asarray(labels, np.int64), defects, keys, np.concatenate(scores),
+                  np.concatenate(maps) if maps else None, np.concatenate(masks) if masks else None,
+                  skipped, time.time() - t0)
+
+
+def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
+             test: Optional[str] = None, provider: str = "auto", figures: Optional[str] = None) -> dict:
+    from .data import open_dataset
+    from .metrics import summarize
+
+    ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
+    if not ds.test:
+        raise HfrError(f"{data}: has no test images to evaluate on; give --test DIR with good/ and defect subfolders")
+    with open_scorer(artifact, provider) as (predict, size, backend, precision):
+        r = score_items(predict, ds.test, size, with_masks=ds.has_masks, keep_maps=ds.has_masks or bool(figures))
+    report = summarize(r.labels, r.scores, r.defects, masks=r.masks, maps=r.maps if ds.has_masks else None)
+    report.update(artifact=str(artifact), data=str(data), format=ds.format, normal_class=ds.normal_class,
+                  backend=backend, precision=precision, image_size=size, seconds=round(r.seconds, 2),
+                  ms_per_image=round(1000 * r.seconds / max(len(r.scores), 1), 2),
+                  skipped=[k for k, _ in r.skipped])
+    if figures:
+        _figures(Path(figures), ds, r, size)
+        report["figures"] = str(figures)
+    return report
+
+
+def _figures(folder: Path, ds, r: Scores, size: int) -> None:
+    from .figures import save_best_worst, save_roc_png
+    from .runtime.processing import resize_rgb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_roc_png(folder / "roc.png", r.labels, r.scores, "image ROC")
+    by_key = {it.key: it for it in ds.test}
+    order = np.argsort(r.scores)
+    pick = sorted(set(order[:8].tolist() + order[-8:].tolist() + _mistakes(r, 8)))
+    items = []
+    for i in pick:
+        items.append({"name": Path(r.keys[i]).stem if "/" in r.keys[i] else r.keys[i].replace(":", "_"),
+                      "rgb": resize_rgb(by_key[r.keys[i]].load(), size), "amap": r.maps[i],
+                      "mask": None if r.masks is None else r.masks[i], "score": float(r.scores[i]),
+                      "label": int(r.labels[i])})
+    save_best_worst(folder, items, k=4)
+
+
+def _mistakes(r: Scores, k: int) -> List[int]:
+    wrong = np.where((r.scores >= 0.5) != (r.labels == 1))[0]
+    margin = np.abs(r.scores[wrong] - 0.5)
+    return wrong[np.argsort(-margin)][:k].tolist()
+
+
+def _fmt(v) -> str:
+    return "   -  " if v is None else f"{v:.4f}"
+
+
+def print_report(report: dict, file=sys.stderr) -> None:
+    print(f"{'':<22}{'image AUROC':>12}{'pixel AUROC':>12}{'AUPRO':>8}{'F1-max':>8}{'n':>7}", file=file)
+    rows = [("all", report)] + sorted(report.get("per_defect", {}).items())
+    for name, m in rows:
+        print(f"{name[:22]:<22}{_fmt(m.get('image_auroc')):>12}{_fmt(m.get('pixel_auroc')):>12}"
+              f"{_fmt(m.get('aupro')):>8}{_fmt(m.get('f1_max')):>8}{m.get('n_images', ''):>7}", file=file)
+
+
+def eval_command(
+    artifact: Annotated[str, typer.Argument(help="ckpt.pt, model.onnx (any precision) or model.engine")],
+    data: Annotated[str, typer.Argument(help="Dataset folder (see `hfr-edge train --help`)")],
+    report: Annotated[Optional[str], typer.Option("--report", help="Write the metrics as JSON here")] = None,
+    figures: Annotated[Optional[str], typer.Option("--figures", help="Write PNGs of best/worst cases and the ROC curve here")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto|mvtec|folder|mnist|fashion-mnist|cifar10")] = "auto",
+    normal_class: Annotated[Optional[str], typer.Option("--normal-class", help="One-class protocol: the normal class")] = None,
+    test: Annotated[Optional[str], typer.Option("--test", help="Folder format: test folder with good/ and defect subfolders")] = None,
+    provider: Annotated[str, typer.Option(help="ONNX Runtime provider: auto|tensorrt|cuda|cpu")] = "auto",
+) -> None:
+    """Evaluate an artifact: image AUROC, pixel AUROC, AUPRO, F1-max, per defect type."""
+    from .fsio import write_json_atomic
+
+    if report and Path(report).is_dir():
+        raise HfrError(f"--report {report}: is a folder; give a file name such as {Path(report) / 'report.json'}")
+    rep = evaluate(artifact, data, fmt, normal_class, test, provider, figures)
+    print(f"{rep['artifact']} on {rep['data']} ({rep['backend']}, {rep['precision']}, "
+          f"{rep['n_images']} images, {rep['ms_per_image']} ms/image)", file=sys.stderr)
+    print_report(rep)
+    if report:
+        write_json_atomic(report, rep)
+        print(f"wrote {report}", file=sys.stderr)

@@ -1,0 +1,89 @@
+"""The ONNX Runtime backend of the runner interface: one InferenceSession on the best provider
+(TensorRT -> CUDA -> CPU for "auto"), the graph's I/O checked against the artifact metadata."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+
+from ..errors import HfrError
+from .runner import Runner
+
+PROVIDERS = {  # --provider value -> ONNX Runtime execution provider, in "auto" order
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+GPU_HINT = ("install onnxruntime-gpu (on a Jetson, NVIDIA's build for JetPack from its Jetson index), "
+            "or use --provider auto")
+
+
+def ort_module():
+    try:
+        import onnxruntime  # noqa: PLC0415
+    except ImportError:
+        raise HfrError("onnxruntime is not importable: pip install onnxruntime (onnxruntime-gpu for CUDA)") from None
+    return onnxruntime
+
+
+def choose_providers(provider: str, available: List[str]) -> List[str]:
+    """Providers to ask for, best first, CPU last as ONNX Runtime's own fallback."""
+    if provider == "auto":
+        return [p for p in PROVIDERS.values() if p in available] or list(available)
+    if provider not in PROVIDERS:
+        raise HfrError(f"--provider {provider!r} must be one of: auto, {', '.join(PROVIDERS)}")
+    want = PROVIDERS[provider]
+    if want not in available:
+        raise HfrError(f"--provider {provider}: {want} is not available in this onnxruntime "
+                       f"(available: {', '.join(available)}); {GPU_HINT}")
+    return [want] + ([PROVIDERS["cpu"]] if want != PROVIDERS["cpu"] and PROVIDERS["cpu"] in available else [])
+
+
+class OrtRunner(Runner):
+    def __init__(self, path, provider: str = "auto", device: int = 0, meta=None):
+        super().__init__(path, meta)
+        self.provider = provider
+        self.device = device
+        self._sess = None
+
+    def _activate(self) -> None:
+        ort = ort_module()
+        names = choose_providers(self.provider, ort.get_available_providers())
+        providers = [(n, {"device_id": self.device}) if n != PROVIDERS["cpu"] else n for n in names]
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(str(self.path), so, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind11 types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise HfrError(f"{self.path}: not a valid ONNX file for onnxruntime {ort.__version__} ({first}); "
+                           f"re-export it with `hfr-edge export`") from None
+        self._check_graph(sess)
+        self._sess = sess
+        self.backend = f"onnxruntime/{sess.get_providers()[0]}"
+
+    def _check_graph(self, sess) -> None:
+        s = self.meta.image_size
+        ins, outs = sess.get_inputs(), {o.name for o in sess.get_outputs()}
+        if len(ins) != 1 or ins[0].name != self.input_name or not set(self.output_names) <= outs:
+            raise HfrError(f"{self.path}: graph I/O {[i.name for i in ins]} -> {sorted(outs)} is not the hfr-edge "
+                           f"contract (image -> anomaly_map, score); re-export it with `hfr-edge export`")
+        shape = list(ins[0].shape)
+        if len(shape) != 4 or shape[1:] != [3, s, s]:
+            raise HfrError(f"{self.path}: input 'image' has shape {shape}, but its metadata says "
+                           f"(N, 3, {s}, {s}); re-export it")
+        if isinstance(shape[0], int) and shape[0] > 0:
+            self.max_batch = shape[0]
+
+    def _infer(self, x: np.ndarray) -> Dict[str, np.ndarray]:
+        try:
+            values = self._sess.run(list(self.output_names), {self.input_name: x})
+        except Exception as exc:  # noqa: BLE001
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise HfrError(f"{self.path}: onnxruntime failed to run the graph ({first})", exit_code=1) from None
+        return dict(zip(self.output_names, values))
+
+    def _deactivate(self) -> None:
+        self._sess = None
