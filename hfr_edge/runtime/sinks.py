@@ -1,0 +1,215 @@
+"""Where `hfr-edge run` sends each verdict: a window, an overlay video, a JSONL log, PNGs of
+anomalous frames, and the statistics line and summary. No torch; cv2 imported lazily.
+
+The JSONL log is written in place and flushed per record (a crash keeps every finished record);
+the video, the PNGs and the summary appear under their final names only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..errors import HfrError
+from ..fsio import write_bytes_atomic, write_json_atomic
+from .processing import cv2_module, heat_overlay
+
+STAGES = ("capture", "preprocess", "inference", "postprocess", "output")
+RED, GREEN = (230, 40, 40), (40, 200, 60)  # RGB
+
+
+def annotate(rgb: np.ndarray, amap: np.ndarray, score: float, anomalous: bool) -> np.ndarray:
+    """The frame with its heat map blended in and 'ANOMALY 0.73' / 'OK 0.21' written on it (RGB)."""
+    cv2 = cv2_module()
+    out = heat_overlay(rgb, amap)
+    h = out.shape[0]
+    scale = max(0.35, h / 720.0)
+    text = f"{'ANOMALY' if anomalous else 'OK'} {score:.2f}"
+    org = (max(2, int(10 * scale)), max(12, int(36 * scale)))
+    thick = max(1, int(2 * scale))
+    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, RED if anomalous else GREEN, thick, cv2.LINE_AA)
+    return out
+
+
+def _check_parent(path: Path, what: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise HfrError(f"{what} {path}: folder {parent} does not exist; create it or choose another path")
+
+
+class Display:
+    """An OpenCV window showing the annotated frames; show() returns False once q/Esc is pressed
+    or the window is closed."""
+
+    def __init__(self, title: str = "hfr-edge"):
+        cv2 = cv2_module()
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise HfrError("no display to open a window on (DISPLAY is not set); add --headless, "
+                           "or run it from the desktop session")
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise HfrError("this OpenCV has no window support (opencv-python-headless?); add --headless, or use "
+                           "JetPack's OpenCV / opencv-python") from None
+        self.title = title
+
+    def show(self, rgb: np.ndarray) -> bool:
+        cv2 = cv2_module()
+        cv2.imshow(self.title, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+
+    def close(self) -> None:
+        try:
+            cv2_module().destroyWindow(self.title)
+        except Exception:  # noqa: BLE001 - the user may have closed it already
+            pass
+
+
+class VideoSink:
+    """An mp4 ('mp4v') of the annotated frames, sized by the first frame; written under a temporary
+    name beside `path` and renamed onto it by close() (also after Ctrl-C or SIGTERM)."""
+
+    def __init__(self, path, fps: float):
+        self.path = Path(path)
+        _check_parent(self.path, "--save")
+        self.fps = float(fps)
+        self.frames = 0
+        self._writer = None
+        self._size = None  # (w, h)
+        suffix = self.path.suffix or ".mp4"  # the container is chosen by the extension
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}{suffix}")
+
+    def write(self, rgb: np.ndarray) -> None:
+        cv2 = cv2_module()
+        h, w = rgb.shape[:2]
+        if self._writer is None:
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                self._writer = None
+                raise HfrError(f"--save {self.path}: OpenCV cannot write an mp4v video here ({w}x{h}); "
+                               f"check the folder is writable, or try a .avi name")
+            self._size = (w, h)
+        elif (w, h) != self._size:
+            rgb = cv2.resize(rgb, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            raise HfrError(f"--save {self.path}: cannot move the finished video into place ({exc.strerror}); "
+                           f"it is at {self._tmp}") from None
+
+
+class JsonlSink:
+    """One JSON object per line and frame, flushed after each record."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        _check_parent(self.path, "--jsonl")
+        try:
+            self._f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise HfrError(f"--jsonl {self.path}: cannot write it ({exc.strerror}); choose another path") from None
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class AnomalySaver:
+    """For each anomalous frame: NNNNNN_frame.png (as captured) and NNNNNN_overlay.png (annotated)."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HfrError(f"--save-anomalies {self.folder}: cannot create the folder ({exc.strerror})") from None
+        self.saved = 0
+
+    def save(self, index: int, rgb: np.ndarray, overlay: np.ndarray) -> None:
+        for suffix, img in (("frame", rgb), ("overlay", overlay)):
+            write_bytes_atomic(self.folder / f"{index:06d}_{suffix}.png", _png(img))
+        self.saved += 1
+
+    def close(self) -> None:
+        pass
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    cv2 = cv2_module()
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise HfrError("OpenCV could not encode a PNG")
+    return buf.tobytes()
+
+
+class Stats:
+    """Per-stage timings and counts: a live statistics line per window and the summary at exit."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.frames = 0
+        self.anomalous = 0
+        self._total = [0.0] * len(STAGES)  # seconds per stage, whole run
+        self._window = [0.0] * len(STAGES)
+        self._wframes, self._wstart = 0, self.start
+
+    def add(self, stages, anomalous: bool) -> None:
+        """stages: seconds spent in each of STAGES for one frame."""
+        self.frames += 1
+        self._wframes += 1
+        self.anomalous += bool(anomalous)
+        for i, s in enumerate(stages):
+            self._total[i] += s
+            self._window[i] += s
+
+    def line(self, dropped: int, skipped: int) -> str:
+        """Statistics since the last line (then starts a new window)."""
+        now = time.perf_counter()
+        n = max(self._wframes, 1)
+        fps = self._wframes / max(now - self._wstart, 1e-9)
+        ms = ", ".join(f"{name} {1e3 * s / n:.1f}" for name, s in zip(STAGES, self._window))
+        self._window = [0.0] * len(STAGES)
+        self._wframes, self._wstart = 0, now
+        return (f"hfr-edge: {self.frames} frames, {fps:.1f} fps | ms: {ms} | {self.anomalous} anomalous, "
+                f"{dropped} dropped, {skipped} skipped")
+
+    def summary(self, dropped: int, skipped: int, **extra) -> Dict[str, object]:
+        elapsed = time.perf_counter() - self.start
+        n = max(self.frames, 1)
+        d: Dict[str, object] = {
+            "frames": self.frames,
+            "fps": round(self.frames / max(elapsed, 1e-9), 3),
+            "elapsed_s": round(elapsed, 3),
+            "dropped": dropped,
+            "skipped": skipped,
+            "anomalous": self.anomalous,
+            "stages_ms": {name: round(1e3 * s / n, 3) for name, s in zip(STAGES, self._total)},
+        }
+        d.update(extra)
+        return d
+
+
+def write_summary(path: Optional[str], summary: dict) -> None:
+    if path:
+        write_json_atomic(path, summary)
