@@ -1,0 +1,156 @@
+"""`hfr-edge build`: ONNX graph -> TensorRT engine for this device (model.engine + model.engine.json).
+
+It checks for TensorRT and a GPU before reading or writing anything; makes the precision variant
+the engine needs (the fp16 graph, or the calibrated Q/DQ int8 graph) with the earlier stages;
+picks the API calls for this TensorRT version (plan.make_plan); and builds (engine.build_engine).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional, Tuple
+
+import typer
+
+from ..artifact import ArtifactMeta, load_meta
+from ..errors import HfrError
+from ..runtime.trtinfo import describe_missing
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_batch(text: str) -> Tuple[int, int, int]:
+    """'1:4:8' -> (1, 4, 8); '8' -> (8, 8, 8). MIN <= OPT <= MAX, all >= 1."""
+    parts = str(text).strip().split(":")
+    if len(parts) == 1:
+        parts = parts * 3
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+        raise HfrError(f"--batch {text!r} must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX (e.g. 1:1:8), or one number")
+    return values  # type: ignore[return-value]
+
+
+def parse_size(text: str) -> int:
+    """'512M' -> 536870912, '2G' -> 2147483648, '1.5G', '64K', '1048576' (bytes)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), flags=re.IGNORECASE)
+    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()]) if m else 0
+    if value < 2**20:
+        raise HfrError(f"--workspace {text!r} must be a size of at least 1M, such as 512M or 2G")
+    return value
+
+
+def source_step(graph_precision: str, requested: Optional[str]) -> str:
+    """What to do to the graph before building: 'as_is', 'fp16' (convert) or 'calibrate'."""
+    if requested is None or requested == graph_precision:
+        return "as_is"
+    if graph_precision == "fp32":
+        return "fp16" if requested == "fp16" else "calibrate"
+    raise HfrError(f"--{requested} needs the fp32 graph (model.onnx), but this graph is {graph_precision}; "
+                   f"build the fp32 graph with --{requested}, or this one without a precision option")
+
+
+def find_calib_images(model_path: Path, meta: ArtifactMeta, calib: Optional[str]) -> Path:
+    """--calib DIR, else calib/ beside the graph, else the training images recorded in the graph
+    (for an MVTec folder its train/good, never the test defects)."""
+    if calib:
+        p = Path(calib)
+        if not p.exists():
+            raise HfrError(f"--calib {p}: not found; give a folder of 100-500 representative frames")
+        return p
+    beside = model_path.parent / "calib"
+    if beside.is_dir():
+        return beside
+    train = meta.extra.get("train") if isinstance(meta.extra.get("train"), dict) else {}
+    data, fmt = train.get("data"), train.get("format")
+    if isinstance(data, str) and Path(data).is_dir() and fmt in (None, "auto", "mvtec", "folder"):
+        for sub in (Path(data) / "train" / "good", Path(data) / "train"):  # MVTec layout: normal training images only
+            if sub.is_dir():
+                return sub
+        return Path(data)
+    raise HfrError(f"--int8 needs calibration images: put 100-500 representative frames from the line in "
+                   f"{beside}/ or give --calib DIR")
+
+
+def _convert_fp16(model_path: Path) -> Path:
+    try:
+        from ..export.fp16 import convert_fp16  # noqa: PLC0415
+    except ImportError as exc:
+        raise HfrError(f"--fp16 needs the export stage ({exc}); install hfr-edge[train], or convert the graph "
+                       f"elsewhere and build model.fp16.onnx") from None
+    out = model_path.with_name(f"{model_path.stem}.fp16.onnx")
+    print(f"converting {model_path} to fp16: {out}")
+    return Path(convert_fp16(model_path, out))
+
+
+def _calibrate(model_path: Path, images: Path, n: int, method: str) -> Path:
+    try:
+        from ..calib.calibrate import calibrate_model  # noqa: PLC0415
+    except ImportError as exc:
+        raise HfrError(f"--int8 needs the calibration stage ({exc}); install hfr-edge[train], or calibrate "
+                       f"elsewhere and build model.int8.onnx") from None
+    out = model_path.with_name(f"{model_path.stem}.int8.onnx")
+    print(f"calibrating {model_path} with up to {n} images from {images} ({method}): {out}")
+    return Path(calibrate_model(model_path, str(images), out, n=n, method=method))
+
+
+def build_command(
+    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="ONNX graph to build (default: model.onnx here)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Build in fp16 (converts an fp32 graph first)."),
+    int8: bool = typer.Option(False, "--int8", help="Build in int8 (calibrates an fp32 graph first)."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration images for --int8 (default: calib/ beside the graph, else the training images)."),
+    n: int = typer.Option(200, "-n", help="Calibration images to use at most."),
+    method: str = typer.Option("percentile", "--method", help="Calibration method for activation ranges."),
+    batch: str = typer.Option("1:1:8", "--batch", help="Batch sizes MIN:OPT:MAX the engine accepts."),
+    workspace: str = typer.Option("2G", "--workspace", help="Builder workspace memory limit, e.g. 512M, 2G."),
+    timing_cache: Optional[str] = typer.Option(None, "--timing-cache", help="Timing cache file to read and update (faster rebuilds)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Engine path (default: model.engine here)."),
+) -> None:
+    """Build a TensorRT engine for THIS device (engines are specific to the GPU and TensorRT version)."""
+    if fp16 and int8:
+        raise HfrError("--fp16 and --int8 are exclusive: choose one precision")
+    batch_range = parse_batch(batch)
+    workspace_bytes = parse_size(workspace)
+    if n < 1:
+        raise HfrError(f"-n {n} must be at least 1")
+    if calib and not int8:
+        raise HfrError(f"--calib {calib} applies to --int8 builds; add --int8 to calibrate with it")
+    missing = describe_missing()
+    if missing:
+        raise HfrError(missing)
+
+    model_path = Path(model or "model.onnx")
+    if not model_path.is_file():
+        raise HfrError(f"{model_path}: not found; export a graph with `hfr-edge export ckpt.pt` or name one")
+    out = Path(output) if output else Path("model.engine")
+    if out.suffix == ".onnx" or out.resolve() == model_path.resolve():
+        raise HfrError(f"-o {out}: would overwrite a graph; name the engine e.g. model.engine")
+    for p, what in ((out, "-o"), (Path(timing_cache) if timing_cache else None, "--timing-cache")):
+        if p is not None and not p.parent.is_dir():
+            raise HfrError(f"{what} {p}: folder {p.parent} does not exist; create it or choose another path")
+    meta = load_meta(model_path)
+    requested = "fp16" if fp16 else "int8" if int8 else None
+    step = source_step(meta.precision, requested)
+    if calib and step != "calibrate":
+        print(f"note: --calib is not used: {model_path} is already an int8 graph")
+    images = find_calib_images(model_path, meta, calib) if step == "calibrate" else None
+
+    from .engine import api_of, build_engine, import_tensorrt  # noqa: PLC0415
+    from .plan import make_plan  # noqa: PLC0415
+
+    trt = import_tensorrt()
+    target = requested or meta.precision
+    make_plan(trt.__version__, api_of(trt), target)  # refuse an unusable TensorRT before the slow steps
+    graph = model_path
+    if step == "fp16":
+        graph = _convert_fp16(model_path)
+    elif step == "calibrate":
+        graph = _calibrate(model_path, images, n, method)
+    graph_precision = load_meta(graph).precision
+    plan = make_plan(trt.__version__, api_of(trt), graph_precision, target if target != graph_precision else None)
+    for note in plan.notes:
+        print(note)
+    build_engine(graph, out, plan, batch_range, workspace_bytes, timing_cache)

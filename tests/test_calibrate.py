@@ -1,0 +1,133 @@
+"""Calibrate: a TensorRT-compatible Q/DQ graph from calibration frames, inspected node by node."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime.quantization")
+
+from onnx import numpy_helper  # noqa: E402
+
+from hfr_edge.artifact import load_meta  # noqa: E402
+from hfr_edge.calib.calibrate import calibrate_model, spearman  # noqa: E402
+from hfr_edge.calib.frames import collect_frames, even_sample  # noqa: E402
+from hfr_edge.calib.qdq import QUANT_OPS, qdq_problems  # noqa: E402
+from hfr_edge.errors import HfrError  # noqa: E402
+from hfr_edge.export.graph import MODEL_SCOPE  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def int8_model(tiny_model_onnx, syn_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    return calibrate_model(str(tiny_model_onnx), str(syn_data / "train"), str(out), n=10, method="minmax")
+
+
+def test_qdq_graph_follows_tensorrt_rules(int8_model):
+    model = onnx.load(str(int8_model))
+    g = model.graph
+    assert qdq_problems(model) == []
+    inits = {i.name: i for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    qdq = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    for n in qdq:  # symmetric int8: every zero point is an int8 zero
+        zp = numpy_helper.to_array(inits[n.input[2]])
+        assert zp.dtype == np.int8 and not zp.any()
+    outputs = {o.name for o in g.output}
+    for n in qdq:
+        assert not set(n.output) & outputs, "Q/DQ on a graph output"
+        for c in consumers.get(n.output[0], []):
+            assert c.op_type != "Resize", "Q/DQ in front of Resize"
+            if n.op_type == "DequantizeLinear":
+                assert c.op_type in QUANT_OPS, f"{c.op_type} takes a quantized input"
+    for n in g.node:  # the fusion tail (residuals, resize, blur, score, normalisation) stays float
+        if not n.name.startswith(MODEL_SCOPE) and n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in n.input), n.name
+    # weights per channel: a conv weight's scale has one value per output channel
+    conv = next(n for n in g.node if n.op_type == "Conv" and n.name.startswith(MODEL_SCOPE))
+    wdq = producers[conv.input[1]]
+    assert wdq.op_type == "DequantizeLinear" and numpy_helper.to_array(inits[wdq.input[1]]).size > 1
+    assert load_meta(int8_model).precision == "int8"
+
+
+def test_naive_quantization_is_caught(tiny_model_onnx, tmp_path):
+    """A plain quantize_static (what the issue warns of) quantizes the blur and the outputs."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from hfr_edge.calib.qdq import _Reader
+
+    x = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
+    naive = tmp_path / "naive.onnx"
+    quantize_static(str(tiny_model_onnx), str(naive), _Reader(x), quant_format=QuantFormat.QDQ)
+    problems = qdq_problems(onnx.load(str(naive)))
+    assert any("zero point" in p for p in problems)
+    assert any("fusion-tail" in p or "graph output" in p for p in problems)
+
+
+def test_int8_close_to_fp32(int8_model):
+    rep = json.loads(int8_model.with_name("model.int8.calib.json").read_text())
+    h = rep["holdout"]
+    assert h["n_frames"] >= 1 and h["map_mean_rel_error"] < 0.2
+
+
+def test_frames_sources(tmp_path, syn_data):
+    import cv2
+
+    frames, names = collect_frames(str(syn_data / "train"), 5)
+    assert len(frames) == 5 and frames[0].dtype == np.uint8 and frames[0].shape[2] == 3
+    frames, _ = collect_frames(str(syn_data / "train" / "good" / "*.png"), 3)
+    assert len(frames) == 3
+    vid = tmp_path / "v.mp4"
+    w = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
+    for i in range(20):
+        w.write(np.full((64, 64, 3), i * 10, np.uint8))
+    w.release()
+    frames, _ = collect_frames(str(vid), 4)
+    assert len(frames) == 4
+    warned = []
+    frames, _ = collect_frames(str(syn_data / "train"), 500, warn=warned.append)
+    assert len(frames) == 12 and "using all" in warned[0]
+    assert even_sample(10, 3) == [0, 4, 9] or even_sample(10, 3) == [0, 5, 9]
+
+
+def test_bad_input(tmp_path, tiny_model_onnx, toy_onnx):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(HfrError, match="no images found"):
+        collect_frames(str(empty), 10)
+    bad_vid = tmp_path / "bad.mp4"
+    bad_vid.write_bytes(b"not a video")
+    with pytest.raises(HfrError, match="cannot open the video|no frame"):
+        collect_frames(str(bad_vid), 10)
+    with pytest.raises(HfrError, match="not an hfr-edge graph"):
+        foreign = tmp_path / "foreign.onnx"
+        m = onnx.load(str(toy_onnx))
+        del m.metadata_props[:]
+        onnx.save(m, str(foreign))
+        calibrate_model(str(foreign), str(empty), n=2)
+    trunc = tmp_path / "trunc.onnx"
+    trunc.write_bytes(tiny_model_onnx.read_bytes()[:1000])
+    with pytest.raises(HfrError, match="not a valid ONNX"):
+        calibrate_model(str(trunc), str(empty), n=2)
+
+
+def test_cli_no_images_no_output(tmp_path, tiny_model_onnx):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "hfr_edge", "calibrate", str(tiny_model_onnx), "--images", str(empty),
+                        "-o", str(tmp_path / "q.onnx")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no images found" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

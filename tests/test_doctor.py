@@ -1,0 +1,69 @@
+"""`hfr-edge doctor`: exits 0 whatever is missing, lists ONNX Runtime's providers, writes JSON."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hfr_edge import doctor
+from hfr_edge.runtime import trtinfo
+
+KEYS = {"hfr_edge", "python", "python_executable", "platform", "jetson", "l4t", "torch", "onnxruntime", "onnx",
+        "tensorrt", "pycuda", "gpu", "opencv", "cameras"}
+
+
+def _doctor(args, cwd):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run([sys.executable, "-m", "hfr_edge", "doctor", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def test_doctor_table_and_json(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    r = _doctor(["--json", "found.json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    for provider in ort.get_available_providers():
+        assert provider in r.stdout
+    labels = [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+    assert {"python", "onnxruntime", "tensorrt", "gpu", "opencv", "cameras"} <= set(labels)
+    info = json.loads((tmp_path / "found.json").read_text())
+    assert set(info) == KEYS
+    assert info["onnxruntime"]["providers"] == ort.get_available_providers()
+    assert info["tensorrt"] == trtinfo.trt_version()
+    table = [line for line in r.stdout.splitlines() if not line.startswith("wrote ")]
+    col = len("l4t / jetpack") + 2  # the longest label, then two spaces: values start in one column
+    assert all(line[col - 2:col] == "  " and line[col] != " " for line in table), table
+
+
+def test_doctor_json_into_missing_folder_is_one_line(tmp_path):
+    r = _doctor(["--json", str(tmp_path / "no" / "x.json")], tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_l4t_and_jetson_parsing(tmp_path, monkeypatch):
+    rel = tmp_path / "nv_tegra_release"
+    rel.write_text("# R35 (release), REVISION: 3.1, GCID: 32827747, BOARD: t186ref, EABI: aarch64, DATE: ...\n")
+    assert doctor._l4t(str(rel)) == "L4T R35.3.1 (JetPack 5.x)"
+    assert doctor._l4t(str(tmp_path / "absent")) is None
+    model = tmp_path / "model"
+    model.write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
+    monkeypatch.setattr(trtinfo, "JETSON_MODEL_FILE", str(model))
+    assert trtinfo.jetson_model() == "NVIDIA Jetson AGX Orin Developer Kit"
+    info = trtinfo._gpu_jetson()
+    assert info["compute_capability"] == "8.7" and info["source"] == "device-tree"
+    model.write_bytes(b"NVIDIA Jetson Xavier NX Developer Kit\x00")
+    assert trtinfo._gpu_jetson()["compute_capability"] == "7.2"
+    model.write_bytes(b"Raspberry Pi 4 Model B\x00")
+    assert trtinfo.jetson_model() is None
+
+
+def test_rows_survive_broken_probes():
+    info = {k: None for k in KEYS}
+    info.update(hfr_edge="0", python="3.8", python_executable="py", platform="x",
+                torch={"error": "OSError: libcudart.so missing"}, onnxruntime={"version": None, "providers": []},
+                opencv={"version": None, "gstreamer": None}, cameras=[])
+    table = dict(doctor.rows(info))
+    assert table["torch"] == "error: OSError: libcudart.so missing"
+    assert table["onnxruntime"] == "not installed" and table["gpu"] == "none found" and table["cameras"] == "none"
