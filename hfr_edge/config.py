@@ -53,6 +53,7 @@ class TrainConfig:
     batch_size: int = 16  # images per decoder step
     lr: float = 0.005  # Adam learning rate
     betas: Tuple[float, float] = (0.5, 0.999)  # Adam betas (Reverse Distillation's)
+    schedule: str = "constant"  # learning-rate schedule: constant | cosine (decays to 0 over the epochs)
     seed: int = 0  # seeds the split, the decoder's initial weights and the batch order
     holdout: float = 0.1  # share of good images held out for the normalisation statistics
     device: str = "auto"  # auto | cpu | cuda
@@ -66,6 +67,8 @@ class TrainConfig:
             raise HfrError(f"--lr {self.lr} must be positive")
         if not 0 <= self.holdout < 0.9:
             raise HfrError(f"--holdout {self.holdout} must be in [0, 0.9)")
+        if self.schedule not in ("constant", "cosine"):
+            raise HfrError(f"--schedule {self.schedule!r} must be constant or cosine")
         if self.device not in ("auto", "cpu", "cuda"):
             raise HfrError(f"--device {self.device!r} must be auto, cpu or cuda")
 

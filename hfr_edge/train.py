@@ -126,6 +126,9 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     taps, deep = _encode_all(model, x_train, device)
     t_enc = time.time() - t0
     opt = torch.optim.Adam(model.decoder.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas))
+    steps_per_epoch = max(1, len(x_train) // min(tcfg.batch_size, len(x_train)))
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tcfg.epochs * steps_per_epoch)
+             if tcfg.schedule == "cosine" else None)
     loss_fn = ReconstructionLoss()
     n, bs = len(x_train), min(tcfg.batch_size, len(x_train))
     gen = torch.Generator().manual_seed(tcfg.seed)
@@ -143,6 +146,8 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 tot += float(loss.detach()) * len(b)
                 seen += len(b)
             loss_hist.append(tot / max(seen, 1))
