@@ -1,0 +1,86 @@
+"""`hfr-edge train` and `hfr-edge eval` as a user runs them, on tiny generated data."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+
+def hfr(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hfr_edge", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def cli_ckpt(syn_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "ckpt.pt"
+    r = hfr("train", syn_data, "-o", out, "--epochs", "2", "--image-size", "64", "--batch-size", "4")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stderr and out.is_file()
+    return out
+
+
+def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
+    import torch
+
+    ckpt = torch.load(cli_ckpt, weights_only=True)
+    assert ckpt["config"]["backbone"] == "efficientnet_lite0" and ckpt["config"]["image_size"] == 64
+    t = ckpt["train"]
+    assert t["epochs"] == 2 and t["format"] == "mvtec" and t["holdout_images"] >= 1
+    assert t["data"] == str(syn_data.resolve())
+    assert [p.name for p in cli_ckpt.parent.iterdir()] == ["ckpt.pt"]  # no temp file left
+
+
+def test_eval_checkpoint_and_onnx_agree(cli_ckpt, syn_data, tmp_path):
+    rep_pt, rep_onnx = tmp_path / "pt.json", tmp_path / "onnx.json"
+    r = hfr("eval", cli_ckpt, syn_data, "--report", rep_pt, "--figures", tmp_path / "figs")
+    assert r.returncode == 0, r.stderr
+    a = json.loads(rep_pt.read_text())
+    assert {"image_auroc", "pixel_auroc", "aupro", "f1_max", "per_defect"} <= set(a)
+    assert set(a["per_defect"]) == {"scratch", "spot", "crack", "missing"}
+    assert 0 <= a["image_auroc"] <= 1 and 0 <= a["pixel_auroc"] <= 1
+    assert (tmp_path / "figs" / "roc.png").is_file() and list((tmp_path / "figs").glob("worst_*.png"))
+    assert hfr("export", cli_ckpt, "-o", tmp_path / "m.onnx").returncode == 0
+    r = hfr("eval", tmp_path / "m.onnx", syn_data, "--report", rep_onnx)
+    assert r.returncode == 0, r.stderr
+    b = json.loads(rep_onnx.read_text())
+    assert b["backend"].startswith("onnxruntime")
+    for k in ("image_auroc", "pixel_auroc", "aupro"):
+        assert round(a[k], 4) == round(b[k], 4), k
+
+
+def test_folder_format_without_masks(tmp_path, syn_data):
+    import shutil
+
+    good = tmp_path / "good_only"
+    shutil.copytree(syn_data / "train" / "good", good)
+    test = tmp_path / "test"
+    shutil.copytree(syn_data / "test", test)
+    r = hfr("train", good, "-o", tmp_path / "c.pt", "--epochs", "1", "--image-size", "64")
+    assert r.returncode == 0, r.stderr
+    r = hfr("eval", tmp_path / "c.pt", good, "--test", test, "--report", tmp_path / "r.json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["pixel_auroc"] is None and rep["aupro"] is None and rep["image_auroc"] is not None
+
+
+@pytest.mark.parametrize("args,match", [
+    (["train", "{tmp}/missing"], "missing"),
+    (["train", "{tmp}/empty"], "empty"),
+    (["train", "{data}", "--backbone", "vgg16"], "unknown backbone"),
+    (["train", "{data}", "--image-size", "100"], "multiple of 32"),
+    (["train", "{data}", "--epochs", "0"], "--epochs"),
+    (["train", "{data}", "--normal-class", "3"], "normal"),
+    (["eval", "{tmp}/nope.pt", "{data}"], "nope.pt"),
+])
+def test_bad_input_is_one_line(tmp_path, syn_data, args, match):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(tmp=tmp_path, data=syn_data) for a in args]
+    r = hfr(*args, "-o" if args[0] == "train" else "--report", tmp_path / "out")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("hfr-edge: error:") and match.lower() in line.lower(), line
+    assert not (tmp_path / "out").exists()
