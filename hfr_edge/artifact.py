@@ -91,18 +91,44 @@ def write_meta(artifact: str | os.PathLike, meta: ArtifactMeta) -> Path:
     return p
 
 
+def drop_stale_meta(artifact: str | os.PathLike) -> None:
+    """Remove the JSON beside `artifact` before the artifact is replaced, so that a crash between
+    writing the artifact and its new JSON never pairs the new file with the old file's metadata
+    (an ONNX graph then falls back to the metadata inside it; an engine asks to be rebuilt)."""
+    try:
+        sidecar(artifact).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise HfrError(f"cannot replace {sidecar(artifact)}: {exc.strerror}; check its permissions") from None
+
+
 def _meta_from_onnx_props(path: Path) -> Optional[dict]:
-    """Read metadata_props without onnx (which the runtime does not need): ONNX Runtime has them."""
+    """Read metadata_props without onnx (which the runtime does not need): ONNX Runtime has them.
+    None for a readable graph without hfr-edge metadata; HfrError for an unreadable one."""
     try:
         import onnxruntime as ort  # noqa: PLC0415
+    except ImportError:
+        raise HfrError(f"{path}: reading its metadata needs onnxruntime (pip install onnxruntime), "
+                       f"or put {sidecar(path).name} beside it") from None
+    from .runtime.onnxrt import model_source  # noqa: PLC0415 - a non-UTF-8 name is read as bytes
 
+    source = model_source(path)
+    try:
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
         text = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
-    except Exception:  # noqa: BLE001 - an unreadable graph is reported by the caller
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind11 types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise HfrError(f"{path}: not a valid ONNX file, truncated or corrupt ({first}); "
+                       f"re-export it with `hfr-edge export`") from None
+    if not text:
         return None
-    return json.loads(text) if text else None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise HfrError(f"{path}: its hfr-edge metadata is corrupt; re-export it with `hfr-edge export`") from None
 
 
 def load_meta(artifact: str | os.PathLike) -> ArtifactMeta:

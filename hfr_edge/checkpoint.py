@@ -3,8 +3,10 @@ reads without running code, carrying everything export needs (no weights package
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Tuple
 
@@ -25,11 +27,10 @@ def save_checkpoint(path, model: HFRAE, stats: NormStats, summary: dict) -> Path
         "norm": stats.to_dict(),
         "train": summary,
     }
+    buf = io.BytesIO()  # serialized in memory: torch's zip writer turns a full disk into a RuntimeError
+    torch.save(ckpt, buf)
     with atomic_path(path) as tmp:
-        try:
-            torch.save(ckpt, tmp)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror) from None  # atomic_path words it
+        tmp.write_bytes(buf.getbuffer())  # an OSError here: atomic_path words it (disk full, permission)
     return Path(path)
 
 
@@ -39,7 +40,9 @@ def load_checkpoint(path) -> dict:
     if not p.is_file():
         raise HfrError(f"{p}: checkpoint not found; train one with `hfr-edge train DATA -o {p.name}`")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the refusal below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):

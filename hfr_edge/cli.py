@@ -48,6 +48,9 @@ for _name, _mod, _fn in COMMANDS:
 
 
 def main(argv=None) -> None:
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name must not crash a print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         app(args=argv)  # typer handles --help, usage errors and Ctrl-C ("Aborted!", exit 1)
     except HfrError as exc:

@@ -86,9 +86,18 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+def _leads_up(entry: os.DirEntry) -> bool:
+    """A symlink to its own folder or an ancestor (a loop: following it would list the folders
+    above as if they were inside, e.g. test/good/up -> .. puts the defects among the good)."""
+    if not entry.is_symlink():
+        return False
+    target, here = os.path.realpath(entry.path), os.path.realpath(os.path.dirname(entry.path))
+    return here == target or here.startswith(target.rstrip(os.sep) + os.sep)
+
+
 def list_images(folder: str, exclude: Sequence[str] = ()) -> List[str]:
     """Image files under `folder`, recursively, hidden entries skipped, symlinks followed (each
-    real folder visited once, so a symlink loop ends), in a deterministic (byte-wise) order.
+    real folder visited once, links back up to an ancestor skipped), in a deterministic (byte-wise) order.
     `exclude`: folders left out (e.g. a test folder inside the training folder)."""
     found: List[str] = []
     seen = set()
@@ -115,7 +124,8 @@ def list_images(folder: str, exclude: Sequence[str] = ()) -> List[str]:
             raise _unreadable(d, exc) from None
         for e in entries:
             if _is_dir(e):
-                stack.append(e.path)
+                if not _leads_up(e):
+                    stack.append(e.path)
             elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and os.path.isfile(e.path):
                 found.append(e.path)
     return sorted(found, key=os.fsencode)
@@ -466,7 +476,8 @@ def load_items(items: Sequence[Item], size: int, with_masks: bool = False, warn:
             img = it.load()
         except HfrError as exc:
             skipped.append((it.key, str(exc)))
-            warn(f"skipping {show(it.key)}: {show(str(exc))}")
+            msg = show(str(exc))
+            warn(f"skipping {msg}" if msg.startswith(show(it.key)) else f"skipping {show(it.key)}: {msg}")
             continue
         k = len(kept)
         processing.preprocess([img], size, out=x[k:k + 1])

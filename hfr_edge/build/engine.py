@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ..artifact import INPUT_NAME, ArtifactMeta, load_meta, write_meta
+from ..artifact import INPUT_NAME, ArtifactMeta, drop_stale_meta, load_meta, write_meta
 from ..errors import HfrError
-from ..fsio import write_bytes_atomic
+from ..fsio import atomic_path, write_bytes_atomic
 from ..runtime.trtinfo import engine_fingerprint
 from .plan import BuildPlan
 
@@ -116,7 +116,9 @@ def build_engine(onnx_path, out_path, plan: BuildPlan, batch: Sequence[int] = (1
                        f"why); try a larger --workspace or a newer TensorRT", exit_code=1)
     del parser
     data = bytes(memoryview(serialized))
-    write_bytes_atomic(out_path, data)
+    with atomic_path(out_path) as tmp:
+        tmp.write_bytes(data)
+        drop_stale_meta(out_path)  # last step before the rename: never the new engine with the old JSON
     if cache_path is not None:
         write_bytes_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
 

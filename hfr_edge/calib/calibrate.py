@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..artifact import ArtifactMeta, write_meta
+from ..artifact import ArtifactMeta, drop_stale_meta, load_meta, sidecar, write_meta
 from ..errors import HfrError
 from ..export.graph import graph_meta, load_onnx, set_graph_meta
 from ..fsio import atomic_path, write_json_atomic
@@ -103,6 +103,8 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     src = Path(onnx_path)
     model = load_onnx(src)
     meta = graph_meta(model, str(src))
+    if sidecar(src).is_file():
+        load_meta(src)  # a corrupt JSON beside the graph is an error here as in every other command
     if meta.precision != "fp32":
         raise HfrError(f"{src}: is a {meta.precision} graph; calibrate the fp32 graph from `hfr-edge export`")
     out = Path(out_path) if out_path else default_output(str(src))
@@ -115,10 +117,14 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     cal = [i for i in range(len(frames)) if i not in set(hold)]
     x_cal = preprocess([frames[i] for i in cal], meta.image_size)
     log(f"calibrating {src} on {len(cal)} frames from {images} ({method})")
-    with tempfile.TemporaryDirectory(prefix="hfr-calib-") as td:
-        tmp_q = os.path.join(td, "q.onnx")
-        quantize(str(src), x_cal, tmp_q, method)
-        q = load_onnx(tmp_q)
+    try:
+        with tempfile.TemporaryDirectory(prefix="hfr-calib-") as td:
+            tmp_q = os.path.join(td, "q.onnx")
+            quantize(str(src), x_cal, tmp_q, method)
+            q = load_onnx(tmp_q)
+    except OSError as exc:  # a full disk or a file size limit while quantizing, in the temporary folder
+        raise HfrError(f"calibration could not write its temporary graphs in {tempfile.gettempdir()} "
+                       f"({exc.strerror or exc}); free space there or set TMPDIR to a folder with room", 1) from None
     problems = qdq_problems(q)
     if problems:
         raise HfrError(f"the Q/DQ graph breaks TensorRT's rules: {problems[0]} (+{len(problems) - 1} more); report this bug", 1)
@@ -128,6 +134,7 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     set_graph_meta(q, meta8)
     with atomic_path(out) as tmp:
         tmp.write_bytes(q.SerializeToString(deterministic=True))
+        drop_stale_meta(out)  # last step before the rename
     write_meta(out, meta8)
     log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) in {time.time() - t0:.0f} s")
     if report:

@@ -82,6 +82,8 @@ def collect_frames(spec: str, n: int, warn=None) -> Tuple[List[np.ndarray], List
                 frames.append(read_image(paths[i]))
                 names.append(paths[i])
             except HfrError as exc:
+                if len(paths) == 1:  # one image: its own error names the problem
+                    raise
                 warn(f"skipping {exc}")
         if not frames:
             raise HfrError(f"--images {spec}: none of the images could be read")

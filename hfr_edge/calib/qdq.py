@@ -9,7 +9,11 @@ the fusion tail and the outputs excluded, no Q/DQ in front of Resize. ORT's pre-
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import List
@@ -28,6 +32,8 @@ class _Reader:
     """CalibrationDataReader over float32 images (N, 3, S, S), a few images per call."""
 
     def __init__(self, x: np.ndarray, batch: int = 4):
+        # equal batches only: ORT's histogram calibrators fail on a ragged last batch (e.g. 5 = 4 + 1)
+        batch = max(b for b in range(1, batch + 1) if len(x) % b == 0) if len(x) else 1
         self.x, self.batch, self.i = x, batch, 0
 
     def get_next(self):
@@ -41,6 +47,26 @@ class _Reader:
         self.i = 0
 
 
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    """Collect a logger's records instead of printing them; yields the list (empty: no error)."""
+    records: List[logging.LogRecord] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.ERROR:
+                records.append(record)
+
+    handler, propagate = _Keep(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str) -> None:
     """Write the Q/DQ graph of `fp32_model_path` calibrated on x to out_path (not atomic: a temp)."""
     import onnx
@@ -52,8 +78,13 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str) ->
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
     with tempfile.TemporaryDirectory(prefix="hfr-calib-") as td:
-        pre = os.path.join(td, "pre.onnx")
-        quant_pre_process(fp32_model_path, pre, skip_symbolic_shape=True)
+        pre, src = os.path.join(td, "pre.onnx"), os.path.join(td, "fp32.onnx")
+        shutil.copyfile(fp32_model_path, src)  # ONNX Runtime cannot open a non-UTF-8 file name
+        with _quiet(logging.getLogger("onnxruntime.quantization.shape_inference")) as failed:
+            quant_pre_process(src, pre, skip_symbolic_shape=True)
+        if failed:  # ORT logs a traceback and goes on without its optimisation: say it in one line
+            print("warning: ONNX Runtime's graph optimisation before calibration failed; calibrating the "
+                  "graph as exported", file=sys.stderr)
         model = onnx.load(pre)
         exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)]
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,

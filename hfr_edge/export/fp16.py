@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Tuple
 
-from ..artifact import ArtifactMeta, write_meta
+from ..artifact import ArtifactMeta, drop_stale_meta, write_meta
 from ..errors import HfrError
 from ..fsio import atomic_path
 from .graph import MODEL_SCOPE, graph_meta, load_onnx, set_graph_meta
@@ -107,5 +107,6 @@ def convert_fp16(onnx_in, onnx_out) -> Path:
     fp16, meta16 = to_fp16(model, meta)
     with atomic_path(onnx_out) as tmp:
         tmp.write_bytes(fp16.SerializeToString(deterministic=True))
+        drop_stale_meta(onnx_out)  # last step before the rename
     write_meta(onnx_out, meta16)
     return Path(onnx_out)

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Optional, Union
 
-from ..artifact import ArtifactMeta, write_meta
+from ..artifact import ArtifactMeta, drop_stale_meta, write_meta
 from ..errors import HfrError
 from ..fsio import atomic_path
 from .graph import ALLOWED_OPS, set_graph_meta
@@ -98,5 +98,6 @@ def export_onnx(ckpt: str, output: str = "model.onnx", precision: str = "fp32", 
     data = proto.SerializeToString(deterministic=True)
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
+        drop_stale_meta(out)  # last step before the rename
     write_meta(out, meta)
     return out

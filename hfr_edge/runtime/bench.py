@@ -4,6 +4,7 @@ baseline. torch is imported only for a checkpoint."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -118,9 +119,14 @@ def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provide
     return _bench_runner(p, batch, iterations, warmup, provider)
 
 
+def _show(text: str) -> str:
+    """Printable on any stdout: bytes of a non-UTF-8 file name become U+FFFD instead of an encode error."""
+    return os.fsencode(text).decode("utf-8", "replace")
+
+
 def format_report(rep: dict) -> str:
     rows = [
-        ("artifact", f"{rep['artifact']} ({rep['precision']}, {rep['image_size']}x{rep['image_size']})"),
+        ("artifact", f"{_show(rep['artifact'])} ({rep['precision']}, {rep['image_size']}x{rep['image_size']})"),
         ("backend", rep["backend"]),
         ("batch", str(rep["batch"])),
         ("iterations", f"{rep['iterations']} (after {rep['warmup']} warm-up)"),
@@ -146,11 +152,11 @@ def bench_command(
     """Measure latency (p50/p90/p99) and throughput of a model on this machine."""
     if artifact is None:
         path, reason = default_artifact()
-        print(reason)
+        print(_show(reason))
     else:
         path = Path(artifact)
     rep = bench(path, batch=batch, iterations=iterations, warmup=warmup, provider=provider)
     print(format_report(rep))
     if json_out:
         write_json_atomic(json_out, rep)
-        print(f"wrote {json_out}")
+        print(f"wrote {_show(json_out)}")

@@ -40,6 +40,20 @@ def choose_providers(provider: str, available: List[str]) -> List[str]:
     return [want] + ([PROVIDERS["cpu"]] if want != PROVIDERS["cpu"] and PROVIDERS["cpu"] in available else [])
 
 
+def model_source(path):
+    """What InferenceSession opens: the path, or the file's bytes when the path is not valid UTF-8
+    (ONNX Runtime cannot take such a name; hfr-edge graphs keep no external data, so bytes suffice)."""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise HfrError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 class OrtRunner(Runner):
     def __init__(self, path, provider: str = "auto", device: int = 0, meta=None):
         super().__init__(path, meta)
@@ -55,7 +69,7 @@ class OrtRunner(Runner):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
         try:
-            sess = ort.InferenceSession(str(self.path), so, providers=providers)
+            sess = ort.InferenceSession(model_source(self.path), so, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind11 types
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise HfrError(f"{self.path}: not a valid ONNX file for onnxruntime {ort.__version__} ({first}); "

@@ -8,6 +8,7 @@ Input contract of every hfr-edge graph: float32 (N, 3, S, S), RGB, values in [0,
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional, Sequence
 
 import numpy as np
@@ -66,35 +67,45 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Grayscale, 16-bit, palette, RGBA, CMYK and LA images are converted; files larger than
     MAX_PIXELS are refused before decoding (decompression-bomb guard).
     """
+    import warnings  # noqa: PLC0415
+
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
     p = os.fspath(path)
+    bomb = f"{p}: {{}} exceeds the limit of {MAX_PIXELS} pixels (decompression-bomb guard); downscale the image first"
     try:
-        with Image.open(p) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise HfrError(f"{p}: {w}x{h} pixels exceeds the limit of {MAX_PIXELS} (decompression-bomb guard); "
-                               f"downscale the image first")
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(im, dtype=np.uint32)
-                a = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
-            elif im.mode == "F":
-                a = np.asarray(im, dtype=np.float32)
-                a = np.clip(a / max(float(a.max()), 1e-12), 0, 1)
-            elif im.mode in ("RGB", "L"):
-                a = np.asarray(im)
-            else:  # P, PA, RGBA, LA, CMYK, YCbCr, 1, ...
-                a = np.asarray(im.convert("RGB"))
+        with warnings.catch_warnings():  # Pillow's bomb and TIFF-tag warnings: the guard below decides,
+            warnings.simplefilter("ignore")  # and corrupt data is an error, not a warning
+            with Image.open(p) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise HfrError(bomb.format(f"{w}x{h} pixels"))
+                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    a = np.asarray(im, dtype=np.uint32)
+                    a = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
+                elif im.mode == "F":
+                    a = np.asarray(im, dtype=np.float32)
+                    a = np.clip(a / max(float(a.max()), 1e-12), 0, 1)
+                elif im.mode in ("RGB", "L"):
+                    a = np.asarray(im)
+                else:  # P, PA, RGBA, LA, CMYK, YCbCr, 1, ...
+                    a = np.asarray(im.convert("RGB"))
     except HfrError:
         raise
     except FileNotFoundError:
         raise HfrError(f"{p}: file not found") from None
     except IsADirectoryError:
         raise HfrError(f"{p}: is a folder, not an image") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow refuses far larger images at open
+        n = re.search(r"\((\d+) pixels\)", str(exc))
+        raise HfrError(bomb.format(f"{n.group(1)} pixels" if n else "its size")) from None
+    except UnidentifiedImageError as exc:
         raise HfrError(f"{p}: not a readable image ({type(exc).__name__}); replace or remove the file") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise HfrError(f"{p}: corrupt or truncated image ({str(exc).splitlines()[0][:80]}); replace or remove the file") from None
+    except MemoryError:
+        raise HfrError(f"{p}: too large to decode in the memory available; downscale the image first") from None
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt data surfaces as many types in the decoders
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
+        raise HfrError(f"{p}: corrupt or truncated image ({why}); replace or remove the file") from None
     return to_rgb_uint8(a, p)
 
 

@@ -113,6 +113,9 @@ def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optio
                 print(f"hfr-edge: {result['frames']} frames in {result['elapsed_s']:.1f} s ({result['fps']:.1f} fps), "
                       f"{result['anomalous']} anomalous, {result['dropped']} dropped, {result['skipped']} skipped "
                       f"[{stopped_by}]", file=log)
+    if stopped_by == "end" and result["frames"] == 0 and result["skipped"]:
+        raise HfrError(f"{src.describe()}: no frame could be read ({result['skipped']} unreadable image(s) skipped, "
+                       f"named above); replace or remove them", exit_code=1)
     return result
 
 

@@ -109,6 +109,13 @@ class VideoSink:
             return
         self._writer.release()
         self._writer = None
+        if not self._readable():  # OpenCV's writer fails silently (disk full): never rename a broken video
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
+            raise HfrError(f"--save {self.path}: the video could not be written completely (disk full or file "
+                           f"size limit?); free space or choose another path", exit_code=1)
         try:
             os.replace(self._tmp, self.path)
         except OSError as exc:
@@ -116,23 +123,58 @@ class VideoSink:
                            f"it is at {self._tmp}") from None
 
 
+    def _readable(self) -> bool:
+        cap = cv2_module().VideoCapture(str(self._tmp))
+        try:
+            return bool(cap.isOpened() and cap.read()[0])
+        finally:
+            cap.release()
+
+
 class JsonlSink:
-    """One JSON object per line and frame, flushed after each record."""
+    """One JSON object per line and frame, flushed after each record. A write that fails (disk
+    full) cuts the file back to its last complete record and stops the run with one line."""
 
     def __init__(self, path):
         self.path = Path(path)
         _check_parent(self.path, "--jsonl")
         try:
-            self._f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            self._f = open(self.path, "wb")  # noqa: SIM115 - closed by close()
         except OSError as exc:
             raise HfrError(f"--jsonl {self.path}: cannot write it ({exc.strerror}); choose another path") from None
+        self._end = 0  # bytes of complete records
+        self.records = 0
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record) + "\n")
-        self._f.flush()
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        try:
+            self._f.write(line)
+            self._f.flush()
+        except OSError as exc:
+            self._fail(exc)
+        self._end += len(line)
+        self.records += 1
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError as exc:
+                self._fail(exc)
+            self._f = None
+
+    def _fail(self, exc: OSError) -> None:
+        f, self._f = self._f, None
+        try:
+            f.close()  # flushes the rest of the buffer again: may fail again
+        except OSError:
+            pass
+        try:
+            os.truncate(self.path, self._end)  # no half record at the end
+        except OSError:
+            pass
+        raise HfrError(f"--jsonl {self.path}: cannot write ({exc.strerror or exc}); kept its {self.records} complete "
+                       f"records; free space or choose another path", exit_code=1) from None
 
 
 class AnomalySaver:

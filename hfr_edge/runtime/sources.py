@@ -399,6 +399,34 @@ def _image_list(pattern: str) -> List[str]:
     return sorted(files, key=_natural_key)
 
 
+def _is_ancestor(a: str, b: str) -> bool:
+    """Real path a is b or above it (a symlink there is a loop)."""
+    return a == b or b.startswith(a.rstrip(os.sep) + os.sep)
+
+
+def _folder_images(folder: str) -> List[str]:
+    """Image files under `folder`, recursively, hidden names skipped, symlinks followed but each real
+    folder visited once and links up to an ancestor skipped (a loop ends instead of repeating its
+    images), in natural order."""
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        here = os.path.realpath(root)
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and not _is_ancestor(os.path.realpath(os.path.join(root, d)), here)]
+        found += [os.path.join(root, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTS)
+                  and os.path.isfile(os.path.join(root, f))]
+    return sorted(found, key=_natural_key)
+
+
 def open_source(camera: Optional[str], source: Optional[str], *, width: int = 1280, height: int = 720, fps: int = 30,
                 stall_timeout: float = 5.0, max_reconnects: Optional[int] = None,
                 backoff: Tuple[float, float] = BACKOFF, capture_factory: Optional[CaptureFactory] = None) -> Source:
@@ -428,7 +456,7 @@ def open_source(camera: Optional[str], source: Optional[str], *, width: int = 12
                                                      f"credentials and network", "stream", **live_kw)
     p = Path(s)
     if p.is_dir():
-        files = _image_list(os.path.join(glob.escape(s), "**", "*"))
+        files = _folder_images(s)
         if not files:
             raise HfrError(f"{s}: folder holds no images ({', '.join(IMAGE_EXTS)})")
         return ImageFiles(f"folder {s}", files)

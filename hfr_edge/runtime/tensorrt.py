@@ -113,7 +113,10 @@ class TrtRunner(Runner):
         self._logger = self._runtime = self._engine = self._context = self._io = None
 
     def _activate(self) -> None:
-        trt = tensorrt_module()
+        try:
+            trt = tensorrt_module()
+        except HfrError as exc:  # name the engine the user gave
+            raise HfrError(f"{self.path}: {exc}") from None
         from .trtinfo import check_engine_fingerprint  # noqa: PLC0415
 
         check_engine_fingerprint(self.meta, self.path)
