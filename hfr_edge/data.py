@@ -191,20 +191,23 @@ def _open_folder(root: str, test_dir: Optional[str]) -> Tuple[List[Item], List[I
     if not test_dir:
         return train, []
     if not os.path.isdir(test_dir):
-        raise HfrError(f"--test-dir {show(test_dir)}: folder not found")
+        raise HfrError(f"--test {show(test_dir)}: folder not found")
     if not os.path.isdir(os.path.join(test_dir, "good")):
-        raise HfrError(f"--test-dir {show(test_dir)}: no good/ subfolder; put normal test images in good/ "
+        raise HfrError(f"--test {show(test_dir)}: no good/ subfolder; put normal test images in good/ "
                        f"and anomalous ones in one subfolder per defect type")
-    with os.scandir(test_dir) as it:
-        loose = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file()
-                       and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS)
+    try:
+        with os.scandir(test_dir) as it:
+            loose = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file()
+                           and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS)
+    except OSError as exc:
+        raise _unreadable(test_dir, exc) from None
     if loose:
-        raise HfrError(f"--test-dir {show(test_dir)}: image {show(loose[0])} lies outside good/ and the defect "
+        raise HfrError(f"--test {show(test_dir)}: image {show(loose[0])} lies outside good/ and the defect "
                        f"subfolders; move it into one of them")
     test = [_file_item(p, int(c != "good"), c)
             for c in _subdirs(test_dir) for p in list_images(os.path.join(test_dir, c))]
     if not test:
-        raise HfrError(f"--test-dir {show(test_dir)}: no images found in its subfolders")
+        raise HfrError(f"--test {show(test_dir)}: no images found in its subfolders")
     return train, test
 
 
@@ -427,7 +430,7 @@ def open_dataset(path, fmt: str = "auto", normal_class: Union[int, str, None] = 
     fmt = _detect(root) if fmt == "auto" else fmt
     test_dir = os.fspath(test_dir) if test_dir is not None else None
     if test_dir is not None and fmt != "folder":
-        raise HfrError(f"--test-dir applies to --format folder only; {show(root)} is read as {fmt}, "
+        raise HfrError(f"--test applies to --format folder only; {show(root)} is read as {fmt}, "
                        f"which has its own test set")
     one_class = fmt in ("mnist", "fashion-mnist", "cifar10")
     if one_class and normal_class is None:

@@ -93,7 +93,10 @@ def _prepare_out(out: Path) -> None:
         raise HfrError(f"--out {out}: is a file; give a folder for the demo's outputs")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise HfrError(f"--out {out}: folder exists and was not made by `hfr-edge demo`; give a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HfrError(f"--out {out}: cannot create the folder ({exc.strerror}); choose another path") from None
     write_bytes_atomic(out / MARKER, b"made by hfr-edge demo\n")
     for sub in ("data", "figures", "anomalies"):
         if (out / sub).is_dir():

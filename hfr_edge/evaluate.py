@@ -155,6 +155,13 @@ def eval_command(
     """Evaluate an artifact: image AUROC, pixel AUROC, AUPRO, F1-max, per defect type."""
     from .fsio import write_json_atomic
 
+    if figures and Path(figures).exists() and not Path(figures).is_dir():
+        raise HfrError(f"--figures {figures}: is a file; give a folder for the PNGs")
+    if figures:
+        try:
+            Path(figures).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HfrError(f"--figures {figures}: cannot create the folder ({exc.strerror}); choose another path") from None
     if report and Path(report).is_dir():
         raise HfrError(f"--report {report}: is a folder; give a file name such as {Path(report) / 'report.json'}")
     rep = evaluate(artifact, data, fmt, normal_class, test, provider, figures)

@@ -75,6 +75,15 @@ def find_calib_images(model_path: Path, meta: ArtifactMeta, calib: Optional[str]
                    f"{beside}/ or give --calib DIR")
 
 
+def _fresh_int8(int8_path: Path, fp32_path: Path) -> bool:
+    """An int8 graph beside the fp32 one, made after it (so from this very graph)."""
+    try:
+        return (int8_path.is_file() and int8_path.stat().st_mtime >= fp32_path.stat().st_mtime
+                and load_meta(int8_path).precision == "int8")
+    except (OSError, HfrError):
+        return False
+
+
 def _convert_fp16(model_path: Path) -> Path:
     try:
         from ..export.fp16 import convert_fp16  # noqa: PLC0415
@@ -136,6 +145,10 @@ def build_command(
     step = source_step(meta.precision, requested)
     if calib and step != "calibrate":
         print(f"note: --calib is not used: {model_path} is already an int8 graph")
+    existing = model_path.with_name(f"{model_path.stem}.int8.onnx")
+    if step == "calibrate" and not calib and _fresh_int8(existing, model_path):
+        print(f"using {existing} (calibrated from {model_path} by `hfr-edge calibrate`; give --calib DIR to recalibrate)")
+        model_path, meta, step = existing, load_meta(existing), "as_is"
     images = find_calib_images(model_path, meta, calib) if step == "calibrate" else None
 
     from .engine import api_of, build_engine, import_tensorrt  # noqa: PLC0415

@@ -143,7 +143,10 @@ def build_engine(onnx_path, out_path, plan: BuildPlan, batch: Sequence[int] = (1
 
 
 def _load_timing_cache(config, path: Path) -> None:
-    data = path.read_bytes() if path.is_file() else b""
+    try:
+        data = path.read_bytes() if path.is_file() else b""
+    except OSError as exc:
+        raise HfrError(f"--timing-cache {path}: cannot read it ({exc.strerror}); delete it or choose another path") from None
     try:
         ok = config.set_timing_cache(config.create_timing_cache(data), False)
     except (RuntimeError, TypeError, ValueError):  # an unreadable cache file

@@ -12,7 +12,7 @@ from typing_extensions import Annotated
 
 def export_command(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint written by `hfr-edge train`")],
-    output: Annotated[str, typer.Option("-o", "--output", help="ONNX file to write")] = "model.onnx",
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="ONNX file to write (default: model.onnx, fp16: model.fp16.onnx)")] = None,
     precision: Annotated[str, typer.Option(help="fp32 | fp16 (int8: `hfr-edge calibrate`)")] = "fp32",
     opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer)")] = 17,
     batch: Annotated[str, typer.Option(help="'dynamic' or a fixed batch size")] = "dynamic",
@@ -21,6 +21,8 @@ def export_command(
     from .onnx_export import export_onnx
 
     t0 = time.time()
+    if output is None:
+        output = "model.fp16.onnx" if precision == "fp16" else "model.onnx"
     out = export_onnx(checkpoint, output, precision=precision, opset=opset, batch=batch)
     size = out.stat().st_size / 2**20
     print(f"wrote {out} ({precision}, {size:.1f} MiB, opset {opset}, batch {batch}) and {out.name}.json "
