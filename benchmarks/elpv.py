@@ -21,6 +21,8 @@ ap.add_argument("--epochs", type=int, default=None)
 ap.add_argument("--image-size", type=int, default=None)
 ap.add_argument("--level-weights", default=None)
 ap.add_argument("--tag", default="")
+ap.add_argument("--sweep", default="1,1,1;0.25,1,1;0,1,1",
+                help="level weightings to compare on the same trained decoder (';'-separated)")
 args = ap.parse_args()
 
 try:
@@ -58,15 +60,25 @@ xh = preprocess([images[i] for i in hold], S)
 t0 = time.time()
 model, stats, summary = fit(x, xh, mcfg, tcfg, progress=False)
 train_s = time.time() - t0
+from hfr_edge.model import AnomalyMap  # noqa: E402
+
 module = DeployModel(model, stats).eval()
 test = np.concatenate([test_norm, anom])
 labels = np.r_[np.zeros(len(test_norm), int), np.ones(len(anom), int)]
-scores = []
+sweeps = [tuple(float(v) for v in w.split(",")) for w in args.sweep.split(";") if w]
+maps_by_w = {w: AnomalyMap(S, mcfg.sigma, w) for w in sweeps}
+scores, swept = [], {w: [] for w in sweeps}
 with torch.inference_mode():
     for i in range(0, len(test), 32):
-        _, s = module(torch.from_numpy(preprocess([images[j] for j in test[i:i + 32]], S)))
+        x = torch.from_numpy(preprocess([images[j] for j in test[i:i + 32]], S))
+        _, s = module(x)
         scores.append(s.numpy())
+        enc, dec = model(x)
+        for w, am in maps_by_w.items():
+            swept[w].append(am(enc, dec)[1].numpy())
 scores = np.concatenate(scores)
+sweep_rows = [{"level_weights": list(w), "image_auroc": auroc(labels, np.concatenate(v))} for w, v in swept.items()]
+print(table(sweep_rows, [("level_weights", "level weights", None), ("image_auroc", "image AUROC", "{:.4f}")]))
 row = {"image_auroc": auroc(labels, scores), "train_images": len(tr), "test_normal": len(test_norm),
        "test_anomalous": len(anom), "epochs": tcfg.epochs, "image_size": S, "train_s": train_s,
        "level_weights": list(mcfg.level_weights),
@@ -75,4 +87,4 @@ row = {"image_auroc": auroc(labels, scores), "train_images": len(tr), "test_norm
 print(table([row], [("image_auroc", "image AUROC", "{:.4f}"), ("train_images", "train", None),
                     ("test_normal", "test good", None), ("test_anomalous", "test defect", None),
                     ("epochs", "epochs", None), ("image_size", "size", None), ("train_s", "train s", "{:.0f}")]))
-write_json(f"elpv{args.tag}.json", {"result": row, "settings": vars(args)})
+write_json(f"elpv{args.tag}.json", {"result": row, "level_weight_sweep": sweep_rows, "settings": vars(args)})

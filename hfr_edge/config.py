@@ -19,7 +19,11 @@ class ModelConfig:
     image_size: int = 256  # square input side in pixels; a multiple of 32
     decoder_widths: Tuple[int, int, int] = (256, 128, 64)  # decoder channels at strides 16, 8, 4
     sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in pixels
-    level_weights: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # weight of each level in the map
+    # weight of each level (strides 4, 8, 16) in the map. The stride-4 level of EfficientNet-Lite0 is
+    # low-level texture the decoder cannot predict from stride 32: at full weight its residual is
+    # mostly noise (bottle, 30 epochs: pixel AUROC 0.982 / AUPRO 0.937 at (1, 1, 1), 0.985 / 0.946 at
+    # (0.25, 1, 1)); it still trains and still contributes, as the design's K=3 asks.
+    level_weights: Tuple[float, float, float] = (0.25, 1.0, 1.0)
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -49,7 +53,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 40  # passes over the training images
+    epochs: int = 30  # passes over the training images (bottle: 60 epochs with a cosine schedule gained < 0.001)
     batch_size: int = 16  # images per decoder step
     lr: float = 0.005  # Adam learning rate
     betas: Tuple[float, float] = (0.5, 0.999)  # Adam betas (Reverse Distillation's)
