@@ -102,7 +102,7 @@ if "speed" not in skip:
 
     arts = [("pytorch eager", ckpt), ("onnx fp32", fp32), ("onnx fp16", fp16)]
     if "calib" not in skip:
-        arts.append(("onnx int8 (percentile)", work / "model.percentile.int8.onnx"))
+        arts.append(("onnx int8 (minmax)", work / "model.minmax.int8.onnx"))
     srow = []
     for name, p in arts:
         b = bench(str(p), batch=1, iterations=args.iterations, warmup=10, provider="cpu")

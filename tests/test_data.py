@@ -103,7 +103,7 @@ def test_mvtec_rejects_normal_class_and_test_dir(tmp_path):
     root = make_mvtec(tmp_path / "cat")
     with pytest.raises(HfrError, match="--normal-class applies to"):
         open_dataset(root, normal_class=3)
-    with pytest.raises(HfrError, match="--test-dir applies to --format folder"):
+    with pytest.raises(HfrError, match="--test applies to --format folder"):
         open_dataset(root, test_dir=root / "test")
 
 

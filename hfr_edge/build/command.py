@@ -15,6 +15,7 @@ import typer
 
 from ..artifact import ArtifactMeta, load_meta
 from ..errors import HfrError
+from ..calib.defaults import DEFAULT_METHOD
 from ..runtime.trtinfo import describe_missing
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -112,7 +113,7 @@ def build_command(
     int8: bool = typer.Option(False, "--int8", help="Build in int8 (calibrates an fp32 graph first)."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration images for --int8 (default: calib/ beside the graph, else the training images)."),
     n: int = typer.Option(200, "-n", help="Calibration images to use at most."),
-    method: str = typer.Option("percentile", "--method", help="Calibration method for activation ranges."),
+    method: str = typer.Option(DEFAULT_METHOD, "--method", help="Calibration method for activation ranges."),
     batch: str = typer.Option("1:1:8", "--batch", help="Batch sizes MIN:OPT:MAX the engine accepts."),
     workspace: str = typer.Option("2G", "--workspace", help="Builder workspace memory limit, e.g. 512M, 2G."),
     timing_cache: Optional[str] = typer.Option(None, "--timing-cache", help="Timing cache file to read and update (faster rebuilds)."),

@@ -21,7 +21,7 @@ from ..runtime.processing import preprocess
 from .frames import collect_frames
 from .qdq import METHODS, qdq_problems, quantize
 
-DEFAULT_METHOD = "percentile"
+from .defaults import DEFAULT_METHOD  # noqa: F401 (re-exported)
 HOLDOUT_SHARE = 0.2  # of the calibration frames, kept out of calibration for the report
 
 

@@ -7,12 +7,14 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
+from .defaults import DEFAULT_METHOD
+
 
 def calibrate_command(
     model: Annotated[str, typer.Argument(help="fp32 graph from `hfr-edge export`")] = "model.onnx",
     images: Annotated[str, typer.Option("--images", help="Calibration frames: a folder (recursive), a video file or a glob")] = ...,
     n: Annotated[int, typer.Option("-n", help="Frames to use, sampled evenly")] = 200,
-    method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "percentile",
+    method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = DEFAULT_METHOD,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Default: <model>.int8.onnx")] = None,
     eval_data: Annotated[Optional[str], typer.Option("--eval", help="Labelled dataset: report fp32 vs int8 AUROC on its test set")] = None,
 ) -> None:

@@ -9,8 +9,9 @@ the fusion tail and the outputs excluded, no Q/DQ in front of Resize. ORT's pre-
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import contextlib
+import io
 import os
 import shutil
 import sys
@@ -91,10 +92,11 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str) ->
                  "OpTypesToExcludeOutputQuantization": QUANT_OPS, "CalibPercentile": PERCENTILE,
                  "CalibTensorRangeSymmetric": True}
         q_path = os.path.join(td, "q.onnx")
-        quantize_static(pre, q_path, _Reader(x), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        op_types_to_quantize=QUANT_OPS, nodes_to_exclude=exclude, calibrate_method=calib,
-                        extra_options=extra)
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram calibrators print progress
+            quantize_static(pre, q_path, _Reader(x), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            op_types_to_quantize=QUANT_OPS, nodes_to_exclude=exclude, calibrate_method=calib,
+                            extra_options=extra)
         q = onnx.load(q_path)
         _float_tail_inputs(q)
         _drop_dangling(q)
