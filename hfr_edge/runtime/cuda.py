@@ -14,17 +14,14 @@ from typing import Callable, Dict, Iterator, Tuple
 import numpy as np
 
 from ..errors import HfrError
+from ..lazy import require
 
 PYCUDA_HINT = ("pip install pycuda inside the virtual environment (on a Jetson: a venv made with "
                "--system-site-packages so JetPack's TensorRT is visible, and CUDA's nvcc on PATH to build pycuda)")
 
 
 def pycuda_driver():
-    try:
-        import pycuda.driver as drv  # noqa: PLC0415
-    except ImportError as exc:
-        raise HfrError(f"pycuda is not importable ({exc}); {PYCUDA_HINT}") from None
-    return drv
+    return require("pycuda.driver", "pycuda", PYCUDA_HINT)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from ..errors import HfrError
+from ..lazy import require
 from .runner import Runner
 
 TRT_HINT = ("on a Jetson TensorRT's Python bindings come with JetPack (python3-libnvinfer): make the venv with "
@@ -23,11 +24,7 @@ TRT_HINT = ("on a Jetson TensorRT's Python bindings come with JetPack (python3-l
 
 
 def tensorrt_module():
-    try:
-        import tensorrt as trt  # noqa: PLC0415
-    except ImportError as exc:
-        raise HfrError(f"TensorRT is not importable ({exc}); {TRT_HINT}") from None
-    return trt
+    return require("tensorrt", "TensorRT", TRT_HINT)
 
 
 def trt_major(trt) -> int:
