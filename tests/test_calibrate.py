@@ -131,3 +131,13 @@ def test_cli_no_images_no_output(tmp_path, tiny_model_onnx):
 def test_spearman():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_report_with_labelled_eval(tiny_model_onnx, syn_data, tmp_path):
+    out = calibrate_model(str(tiny_model_onnx), str(syn_data / "train"), str(tmp_path / "m.int8.onnx"), n=8,
+                          method="minmax", eval_data=str(syn_data), eval_format="mvtec")
+    rep = json.loads((tmp_path / "m.int8.calib.json").read_text())
+    e = rep["eval"]
+    assert set(e["fp32"]) == {"image_auroc", "pixel_auroc", "aupro", "f1_max"}
+    assert abs(e["image_auroc_drop"]) <= 1 and 0 <= e["agreement"]["verdict_flips"] <= 1
+    assert out.is_file()

@@ -70,12 +70,12 @@ def _predict(path: str, x: np.ndarray):
         return Detector(r).predict_batch(x)
 
 
-def _eval_pair(fp32: str, int8: str, data: str) -> dict:
+def _eval_pair(fp32: str, int8: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None) -> dict:
     from ..data import open_dataset
     from ..evaluate import open_scorer, score_items
     from ..metrics import summarize
 
-    ds = open_dataset(data)
+    ds = open_dataset(data, fmt, normal_class=normal_class)
     if not ds.test:
         raise HfrError(f"--eval {data}: has no test images")
     out = {}
@@ -95,7 +95,8 @@ def _eval_pair(fp32: str, int8: str, data: str) -> dict:
 
 
 def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method: str = DEFAULT_METHOD,
-                    eval_data: Optional[str] = None, report: bool = True, log=None) -> Path:
+                    eval_data: Optional[str] = None, report: bool = True, log=None, eval_format: str = "auto",
+                    eval_normal_class: Optional[str] = None) -> Path:
     """Make `<stem>.int8.onnx` (+ JSON, + `<stem>.int8.calib.json` report). Returns its path."""
     log = log or (lambda m: print(m, file=sys.stderr))
     if method not in METHODS:
@@ -145,7 +146,7 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
             m8, s8 = _predict(str(out), xh)
             rep["holdout"] = agreement(s32, m32, s8, m8)
         if eval_data:
-            rep["eval"] = _eval_pair(str(src), str(out), eval_data)
+            rep["eval"] = _eval_pair(str(src), str(out), eval_data, eval_format, eval_normal_class)
         rpath = out.with_name(out.name[:-5] + ".calib.json") if out.name.endswith(".onnx") else Path(str(out) + ".calib.json")
         write_json_atomic(rpath, rep)
         print_calib_report(rep, log)
