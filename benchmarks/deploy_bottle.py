@@ -35,7 +35,6 @@ if not ckpt.is_file():
     print(f"no checkpoint at {ckpt}: run benchmarks/accuracy_mvtec.py first", file=sys.stderr)
     sys.exit(1)
 
-import torch  # noqa: E402
 
 from hfr_edge.calib.calibrate import agreement, calibrate_model  # noqa: E402
 from hfr_edge.data import open_dataset  # noqa: E402

@@ -4,7 +4,6 @@ reads without running code, carrying everything export needs (no weights package
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -81,9 +80,12 @@ def model_from_checkpoint(ckpt: dict, where: str = "checkpoint") -> HFRAE:
     return model.eval()
 
 
-def load_deploy_model(path) -> Tuple[DeployModel, ModelConfig, NormStats]:
-    """The checkpoint as the export wrapper: float32 (N, 3, S, S) in [0, 1] -> (map, score) normalised."""
-    ckpt = load_checkpoint(path)
-    model = model_from_checkpoint(ckpt, str(path))
-    _, stats = _config(ckpt, str(path))
+def deploy_model(ckpt: dict, where: str) -> Tuple[DeployModel, ModelConfig, NormStats]:
+    """A loaded checkpoint as the export wrapper: float32 (N, 3, S, S) in [0, 1] -> (map, score) normalised."""
+    model = model_from_checkpoint(ckpt, where)
+    _, stats = _config(ckpt, where)
     return DeployModel(model, stats).eval(), model.cfg, stats
+
+
+def load_deploy_model(path) -> Tuple[DeployModel, ModelConfig, NormStats]:
+    return deploy_model(load_checkpoint(path), str(path))

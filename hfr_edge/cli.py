@@ -38,13 +38,7 @@ COMMANDS = [
 ]
 
 for _name, _mod, _fn in COMMANDS:
-    try:
-        _m = importlib.import_module(_mod)
-    except ModuleNotFoundError as _exc:  # a stage not written yet during development
-        if _exc.name != _mod:
-            raise
-        continue
-    app.command(_name)(getattr(_m, _fn))
+    app.command(_name)(getattr(importlib.import_module(_mod), _fn))
 
 
 INSTALL_HINTS = {

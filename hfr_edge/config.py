@@ -3,7 +3,7 @@ stored in every artifact, so a later stage never asks for what an earlier one kn
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Tuple
 
 from .errors import HfrError

@@ -28,7 +28,7 @@ from .errors import HfrError
 from .runtime import processing
 
 FORMATS = ("auto", "mvtec", "folder", "mnist", "fashion-mnist", "cifar10")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                    "sandal", "shirt", "sneaker", "bag", "ankle-boot")

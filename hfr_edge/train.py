@@ -8,12 +8,11 @@ backward. Held-out normal images then give the normalisation statistics.
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 import typer
@@ -194,15 +193,16 @@ def train_command(
     out = Path(output)
     if out.is_dir():
         raise HfrError(f"-o {out}: is a folder; give a file name such as {out / 'ckpt.pt'}")
-    if not out.parent.exists() if str(out.parent) else False:
+    if not out.parent.is_dir():
         raise HfrError(f"-o {out}: folder {out.parent} does not exist; create it first")
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
-    x, _, kept, skipped = load_items([ds.train[i] for i in tr_idx], mcfg.image_size,
-                                     warn=lambda m: print(f"warning: {m}", file=sys.stderr))
-    xh, _, kept_h, skipped_h = load_items([ds.train[i] for i in ho_idx], mcfg.image_size,
-                                          warn=lambda m: print(f"warning: {m}", file=sys.stderr)) if ho_idx else (np.zeros((0, 3, mcfg.image_size, mcfg.image_size), np.float32), None, [], [])
+    def warn(m):
+        print(f"warning: {m}", file=sys.stderr)
+
+    x, _, kept, skipped = load_items([ds.train[i] for i in tr_idx], mcfg.image_size, warn=warn)
+    xh, _, kept_h, skipped_h = load_items([ds.train[i] for i in ho_idx], mcfg.image_size, warn=warn)
     print(f"data: {ds.format} {ds.root}: {len(kept)} training + {len(kept_h)} held-out normal images"
           f"{f', {len(skipped) + len(skipped_h)} skipped' if skipped or skipped_h else ''} ({time.time() - t0:.1f} s)",
           file=sys.stderr)

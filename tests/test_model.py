@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from hfr_edge.backbones import SPECS, load_backbone  # noqa: E402
 from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
 from hfr_edge.errors import HfrError  # noqa: E402
-from hfr_edge.model import HFRAE, AnomalyMap, DeployModel, cosine_residual  # noqa: E402
+from hfr_edge.model import AnomalyMap, DeployModel, cosine_residual  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))

@@ -15,7 +15,7 @@ import typer
 
 from ..artifact import ArtifactMeta, load_meta
 from ..errors import HfrError
-from ..calib.defaults import DEFAULT_METHOD
+from ..calib.defaults import DEFAULT_METHOD, int8_name
 from ..runtime.trtinfo import describe_missing
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -86,23 +86,17 @@ def _fresh_int8(int8_path: Path, fp32_path: Path) -> bool:
 
 
 def _convert_fp16(model_path: Path) -> Path:
-    try:
-        from ..export.fp16 import convert_fp16  # noqa: PLC0415
-    except ImportError as exc:
-        raise HfrError(f"--fp16 needs the export stage ({exc}); install hfr-edge[train], or convert the graph "
-                       f"elsewhere and build model.fp16.onnx") from None
+    from ..export.fp16 import convert_fp16  # noqa: PLC0415
+
     out = model_path.with_name(f"{model_path.stem}.fp16.onnx")
     print(f"converting {model_path} to fp16: {out}")
     return Path(convert_fp16(model_path, out))
 
 
 def _calibrate(model_path: Path, images: Path, n: int, method: str) -> Path:
-    try:
-        from ..calib.calibrate import calibrate_model  # noqa: PLC0415
-    except ImportError as exc:
-        raise HfrError(f"--int8 needs the calibration stage ({exc}); install hfr-edge[train], or calibrate "
-                       f"elsewhere and build model.int8.onnx") from None
-    out = model_path.with_name(f"{model_path.stem}.int8.onnx")
+    from ..calib.calibrate import calibrate_model  # noqa: PLC0415
+
+    out = int8_name(model_path)
     print(f"calibrating {model_path} with up to {n} images from {images} ({method}): {out}")
     return Path(calibrate_model(model_path, str(images), out, n=n, method=method))
 
@@ -146,7 +140,7 @@ def build_command(
     step = source_step(meta.precision, requested)
     if calib and step != "calibrate":
         print(f"note: --calib is not used: {model_path} is already an int8 graph")
-    existing = model_path.with_name(f"{model_path.stem}.int8.onnx")
+    existing = int8_name(model_path)
     if step == "calibrate" and not calib and _fresh_int8(existing, model_path):
         print(f"using {existing} (calibrated from {model_path} by `hfr-edge calibrate`; give --calib DIR to recalibrate)")
         model_path, meta, step = existing, load_meta(existing), "as_is"

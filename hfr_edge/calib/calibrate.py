@@ -21,14 +21,8 @@ from ..runtime.processing import preprocess
 from .frames import collect_frames
 from .qdq import METHODS, qdq_problems, quantize
 
-from .defaults import DEFAULT_METHOD  # noqa: F401 (re-exported)
+from .defaults import DEFAULT_METHOD, int8_name
 HOLDOUT_SHARE = 0.2  # of the calibration frames, kept out of calibration for the report
-
-
-def default_output(model: str) -> Path:
-    p = Path(model)
-    stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
-    return p.with_name(f"{stem}.int8.onnx")
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
@@ -108,14 +102,15 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
         load_meta(src)  # a corrupt JSON beside the graph is an error here as in every other command
     if meta.precision != "fp32":
         raise HfrError(f"{src}: is a {meta.precision} graph; calibrate the fp32 graph from `hfr-edge export`")
-    out = Path(out_path) if out_path else default_output(str(src))
+    out = Path(out_path) if out_path else int8_name(src)
     if out.resolve() == src.resolve():
         raise HfrError(f"-o {out}: would overwrite the fp32 graph; choose another name")
     t0 = time.time()
     frames, names = collect_frames(images, n)
     k = 0 if eval_data or len(frames) < 5 else max(1, int(round(len(frames) * HOLDOUT_SHARE)))
     hold = list(range(len(frames)))[::max(1, len(frames) // k)][:k] if k else []
-    cal = [i for i in range(len(frames)) if i not in set(hold)]
+    held = set(hold)
+    cal = [i for i in range(len(frames)) if i not in held]
     x_cal = preprocess([frames[i] for i in cal], meta.image_size)
     log(f"calibrating {src} on {len(cal)} frames from {images} ({method})")
     try:

@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 from typing import List
 
 import numpy as np

@@ -8,7 +8,7 @@ import io
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from ..artifact import ArtifactMeta, drop_stale_meta, write_meta
 from ..errors import HfrError
@@ -67,7 +67,7 @@ def export_onnx(ckpt: str, output: str = "model.onnx", precision: str = "fp32", 
     """Export a checkpoint; precision fp16 converts the fp32 graph (see fp16.py)."""
     import onnx
 
-    from ..checkpoint import load_deploy_model
+    from ..checkpoint import deploy_model, load_checkpoint
 
     if precision not in ("fp32", "fp16"):
         raise HfrError(f"--precision {precision!r} must be fp32 or fp16 (int8 comes from `hfr-edge calibrate`)")
@@ -78,11 +78,10 @@ def export_onnx(ckpt: str, output: str = "model.onnx", precision: str = "fp32", 
     out = Path(output)
     if out.is_dir():
         raise HfrError(f"-o {out}: is a folder; give a file name such as {out / 'model.onnx'}")
-    module, cfg, stats = load_deploy_model(ckpt)
+    loaded = load_checkpoint(ckpt)
+    module, cfg, stats = deploy_model(loaded, str(ckpt))
     proto = _simplify(_trace_to_proto(module, cfg.image_size, opset, batch))
-    from ..checkpoint import load_checkpoint
-
-    train = load_checkpoint(ckpt).get("train", {})
+    train = loaded.get("train", {})
     meta = ArtifactMeta(kind="onnx", precision="fp32", image_size=cfg.image_size, model=cfg.to_dict(),
                         norm=stats.to_dict(),
                         extra={"opset": opset, "batch": batch, "source": {"checkpoint": Path(ckpt).name},

@@ -23,11 +23,11 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import HfrError
+from ..data import IMAGE_EXTS, list_images
 from .processing import cv2_module, read_image, to_rgb_uint8
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEV_DIR = "/dev"  # where V4L2 devices live (tests point this elsewhere)
 BACKOFF = (0.5, 8.0)  # first reconnect delay and its cap, seconds (doubles in between)
@@ -399,32 +399,10 @@ def _image_list(pattern: str) -> List[str]:
     return sorted(files, key=_natural_key)
 
 
-def _is_ancestor(a: str, b: str) -> bool:
-    """Real path a is b or above it (a symlink there is a loop)."""
-    return a == b or b.startswith(a.rstrip(os.sep) + os.sep)
-
-
 def _folder_images(folder: str) -> List[str]:
-    """Image files under `folder`, recursively, hidden names skipped, symlinks followed but each real
-    folder visited once and links up to an ancestor skipped (a loop ends instead of repeating its
-    images), in natural order."""
-    found, seen = [], set()
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        try:
-            st = os.stat(root)
-        except OSError:
-            dirs[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirs[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        here = os.path.realpath(root)
-        dirs[:] = [d for d in dirs if not d.startswith(".")
-                   and not _is_ancestor(os.path.realpath(os.path.join(root, d)), here)]
-        found += [os.path.join(root, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTS)
-                  and os.path.isfile(os.path.join(root, f))]
-    return sorted(found, key=_natural_key)
+    """Image files under `folder` as datasets list them (recursive, hidden names skipped, symlink
+    loops ended), in natural order (frame_2 before frame_10)."""
+    return sorted(list_images(folder), key=_natural_key)
 
 
 def open_source(camera: Optional[str], source: Optional[str], *, width: int = 1280, height: int = 720, fps: int = 30,
