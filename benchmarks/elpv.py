@@ -6,6 +6,7 @@ are left out); train on --train normal cells (evenly sampled), test on the other
 anomalous cells; image AUROC of the checkpoint with the product's defaults (overridable).
 
     python benchmarks/elpv.py [--train 400] [--epochs N] [--image-size S] [--level-weights a,b,c]
+        [--decoder-convs N]
 """
 
 import argparse
@@ -20,6 +21,7 @@ ap.add_argument("--train", type=int, default=400)
 ap.add_argument("--epochs", type=int, default=None)
 ap.add_argument("--image-size", type=int, default=None)
 ap.add_argument("--level-weights", default=None)
+ap.add_argument("--decoder-convs", type=int, default=None)
 ap.add_argument("--tag", default="")
 ap.add_argument("--sweep", default="1,1,1;0.25,1,1;0,1,1",
                 help="level weightings to compare on the same trained decoder (';'-separated)")
@@ -52,6 +54,8 @@ if args.image_size:
     mkw["image_size"] = args.image_size
 if args.level_weights:
     mkw["level_weights"] = tuple(float(v) for v in args.level_weights.split(","))
+if args.decoder_convs is not None:
+    mkw["decoder_convs"] = args.decoder_convs
 mcfg = ModelConfig(**mkw)
 tcfg = TrainConfig(**({"epochs": args.epochs} if args.epochs else {}))
 S = mcfg.image_size
@@ -81,7 +85,7 @@ sweep_rows = [{"level_weights": list(w), "image_auroc": auroc(labels, np.concate
 print(table(sweep_rows, [("level_weights", "level weights", None), ("image_auroc", "image AUROC", "{:.4f}")]))
 row = {"image_auroc": auroc(labels, scores), "train_images": len(tr), "test_normal": len(test_norm),
        "test_anomalous": len(anom), "epochs": tcfg.epochs, "image_size": S, "train_s": train_s,
-       "level_weights": list(mcfg.level_weights),
+       "level_weights": list(mcfg.level_weights), "decoder_convs": mcfg.decoder_convs,
        "flagged_normal": float(np.mean(scores[labels == 0] >= 0.5)),
        "flagged_anomalous": float(np.mean(scores[labels == 1] >= 0.5))}
 print(table([row], [("image_auroc", "image AUROC", "{:.4f}"), ("train_images", "train", None),

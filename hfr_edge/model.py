@@ -23,13 +23,13 @@ def _conv_bn_relu(cin, cout, k=3):
 
 
 class _UpStage(nn.Module):
-    """x2 upsampling (transposed conv) then two 3x3 convs; a head maps to the level's channels."""
+    """x2 upsampling (transposed conv) then `convs` 3x3 convs; a head maps to the level's channels."""
 
-    def __init__(self, cin, width, cout):
+    def __init__(self, cin, width, cout, convs: int = 2):
         super().__init__()
         self.up = nn.Sequential(nn.ConvTranspose2d(cin, width, 2, stride=2, bias=False), nn.BatchNorm2d(width),
                                 nn.ReLU(inplace=True))
-        self.body = nn.Sequential(_conv_bn_relu(width, width), _conv_bn_relu(width, width))
+        self.body = nn.Sequential(*[_conv_bn_relu(width, width) for _ in range(convs)])
         self.head = nn.Conv2d(width, cout, 3, padding=1)
 
     def forward(self, x) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -40,16 +40,19 @@ class _UpStage(nn.Module):
 class Decoder(nn.Module):
     """Mirror of the encoder: stride 32 -> 16 -> 8 -> 4, one output head per level."""
 
-    def __init__(self, spec: BackboneSpec, widths: Sequence[int]):
+    def __init__(self, spec: BackboneSpec, widths: Sequence[int], convs: int = 2, bottleneck: int = 0):
         super().__init__()
         w16, w8, w4 = widths
         c4, c8, c16 = (t.channels for t in spec.taps)
-        self.s16 = _UpStage(spec.deep.channels, w16, c16)
-        self.s8 = _UpStage(w16, w8, c8)
-        self.s4 = _UpStage(w8, w4, c4)
+        cin = spec.deep.channels
+        # optional 1x1 squeeze of the deepest features: less room to reconstruct what is not normal
+        self.squeeze = _conv_bn_relu(cin, bottleneck, 1) if bottleneck else nn.Identity()
+        self.s16 = _UpStage(bottleneck or cin, w16, c16, convs)
+        self.s8 = _UpStage(w16, w8, c8, convs)
+        self.s4 = _UpStage(w8, w4, c4, convs)
 
     def forward(self, deep) -> List[torch.Tensor]:  # deep: (B, C32, H/32, W/32)
-        h, r16 = self.s16(deep)  # (B, C16, H/16, W/16)
+        h, r16 = self.s16(self.squeeze(deep))  # (B, C16, H/16, W/16)
         h, r8 = self.s8(h)  # (B, C8, H/8, W/8)
         _, r4 = self.s4(h)  # (B, C4, H/4, W/4)
         return [r4, r8, r16]
@@ -78,41 +81,56 @@ def gaussian_kernel1d(sigma: float) -> torch.Tensor:
     return (k / k.sum()).float()
 
 
+def blur_matrix(n: int, sigma: float) -> torch.Tensor:
+    """(n, n) matrix of the 1-D Gaussian blur with zero padding, each row divided by its sum."""
+    k = gaussian_kernel1d(sigma).double()
+    r = k.numel() // 2
+    i = torch.arange(n).view(-1, 1)
+    d = torch.arange(n).view(1, -1) - i + r  # kernel index of input j for output i
+    m = torch.where((d >= 0) & (d < k.numel()), k[d.clamp(0, k.numel() - 1)], torch.zeros((), dtype=k.dtype))
+    return (m / m.sum(1, keepdim=True)).float()
+
+
 class AnomalyMap(nn.Module):
     """Per-level residuals -> bilinear upsample to the input size -> weighted sum -> Gaussian
-    smoothing (fixed separable convolution, built once; borders renormalised so the map does not
-    fade towards the image edge) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum."""
+    smoothing (fixed separable Gaussian, built once as two matrices; borders renormalised so the map
+    does not fade towards the image edge) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum
+    (or its mean, `score="mean"`). A level of weight 0 is left out of the graph."""
 
     def __init__(self, image_size: int, sigma: float, level_weights: Sequence[float] = (1.0, 1.0, 1.0),
-                 strides: Sequence[int] = (4, 8, 16)):
+                 strides: Sequence[int] = (4, 8, 16), score: str = "max"):
         super().__init__()
+        self.score = score
         self.strides = [int(s) for s in strides]
         self.size = (image_size, image_size)
-        k = gaussian_kernel1d(sigma)
-        self.pad = k.numel() // 2
-        self.register_buffer("kx", k.view(1, 1, 1, -1), persistent=False)
-        self.register_buffer("ky", k.view(1, 1, -1, 1), persistent=False)
         self.weights = [float(w) for w in level_weights]
-        with torch.no_grad():
-            ones = torch.ones(1, 1, image_size, image_size)
-            self.register_buffer("edge_gain", 1.0 / self._blur(ones), persistent=False)
+        # the separable blur as two constant matrices, rows renormalised at the borders:
+        # blur(m) = B m B^T, the same as two zero-padded 1-D convolutions divided by the blur of ones,
+        # as two MatMuls (fast on every backend, unlike one-channel convolutions on a CPU)
+        self.register_buffer("blur_rows", blur_matrix(image_size, sigma), persistent=False)
+        self.register_buffer("blur_cols_t", blur_matrix(image_size, sigma).t().contiguous(), persistent=False)
 
     def _blur(self, m):
-        m = F.conv2d(m, self.kx, padding=(0, self.pad))
-        return F.conv2d(m, self.ky, padding=(self.pad, 0))
+        return torch.matmul(torch.matmul(self.blur_rows, m), self.blur_cols_t)
 
     def forward(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         amap = None
         for w, s, e, d in zip(self.weights, self.strides, enc, dec):
+            if w == 0.0:
+                continue
             # a constant scale (not a size) keeps Shape ops out of the exported Resize
             f = float(s)
             r = F.interpolate(cosine_residual(e, d), scale_factor=(f, f), mode="bilinear", align_corners=False,
                               recompute_scale_factor=False)
             r = r * w if w != 1.0 else r
             amap = r if amap is None else amap + r
-        amap = self._blur(amap) * self.edge_gain  # (B, 1, H, W)
-        score = torch.amax(amap, dim=(1, 2, 3))  # (B,)
+        amap = self._blur(amap)  # (B, 1, H, W)
+        score = torch.amax(amap, dim=(1, 2, 3)) if self.score == "max" else amap.mean(dim=(1, 2, 3))  # (B,)
         return amap, score
+
+
+def amap_for(cfg: ModelConfig) -> AnomalyMap:
+    return AnomalyMap(cfg.image_size, cfg.sigma, cfg.level_weights, score=cfg.score)
 
 
 class HFRAE(nn.Module):
@@ -123,7 +141,7 @@ class HFRAE(nn.Module):
         self.cfg = cfg
         self.spec = SPECS[cfg.backbone]
         self.encoder = load_backbone(cfg.backbone, weights, pretrained)
-        self.decoder = Decoder(self.spec, cfg.decoder_widths)
+        self.decoder = Decoder(self.spec, cfg.decoder_widths, cfg.decoder_convs, cfg.bottleneck)
         self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1), persistent=False)
 
@@ -148,11 +166,12 @@ class DeployModel(nn.Module):
     def __init__(self, model: HFRAE, stats: NormStats):
         super().__init__()
         self.model = model.eval()
-        self.amap = AnomalyMap(model.cfg.image_size, model.cfg.sigma, model.cfg.level_weights)
+        self.amap = amap_for(model.cfg)
         self.low = float(stats.low)
         self.scale = float(stats.scale)
+        self.map_scale = float(stats.map_scale)
 
     def forward(self, image):
         enc, dec = self.model(image)
         amap, score = self.amap(enc, dec)
-        return (amap - self.low) * self.scale, (score - self.low) * self.scale
+        return (amap - self.low) * self.map_scale, (score - self.low) * self.scale

@@ -11,6 +11,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -42,16 +43,26 @@ def split_holdout(n: int, share: float, seed: int) -> tuple:
     return sorted(idx[k:]), sorted(idx[:k])
 
 
+def _threshold(values: np.ndarray) -> float:
+    return max(float(values.mean()) + 3.0 * float(values.std()), float(values.max()))
+
+
 @np.errstate(all="ignore")
-def norm_stats(scores: np.ndarray, map_min: float) -> NormStats:
-    """Threshold = mean + 3 std of held-out normal scores (at least their max); low = smallest map value."""
+def norm_stats(scores: np.ndarray, map_min: float, map_max: Optional[np.ndarray] = None) -> NormStats:
+    """Threshold = mean + 3 std of held-out normal scores (at least their max); low = smallest map
+    value. `map_max` (each held-out map's max) gives the pixel threshold by the same rule where the
+    image score is not the map's max."""
     scores = np.asarray(scores, np.float64)
     mean, std, mx = float(scores.mean()), float(scores.std()), float(scores.max())
-    thr = max(mean + 3.0 * std, mx)
+    thr = _threshold(scores)
     low = min(float(map_min), thr * 0.5)
     if thr <= low:
         thr = low + 1e-6
-    return NormStats(threshold=thr, low=low, score_mean=mean, score_std=std, score_max=mx, n_images=len(scores))
+    mthr = None
+    if map_max is not None:
+        mthr = max(_threshold(np.asarray(map_max, np.float64)), low + 1e-6)
+    return NormStats(threshold=thr, low=low, map_threshold=mthr, score_mean=mean, score_std=std, score_max=mx,
+                     n_images=len(scores))
 
 
 class _Progress:
@@ -112,7 +123,7 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     """Train the decoder on float32 images (N, 3, S, S); returns (model, NormStats, summary)."""
     import torch
 
-    from .model import HFRAE, AnomalyMap, ReconstructionLoss
+    from .model import HFRAE, ReconstructionLoss, amap_for
 
     torch.manual_seed(tcfg.seed)
     device = pick_device(tcfg.device)
@@ -157,16 +168,37 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
         bar.close()
     model.eval()
     t_train = time.time() - t0
-    amap = AnomalyMap(mcfg.image_size, mcfg.sigma, mcfg.level_weights).to(device)
+    amap = amap_for(mcfg).to(device)
     ref = x_hold if len(x_hold) else x_train[: min(len(x_train), 64)]
     maps, scores = raw_maps(model, amap, ref, device)
-    stats = norm_stats(scores, float(maps.min()))
+    stats = norm_stats(scores, float(maps.min()), None if mcfg.score == "max" else maps.reshape(len(maps), -1).max(1))
     summary = {"epochs": tcfg.epochs, "final_loss": loss_hist[-1], "loss_history": loss_hist,
                "train_images": int(n), "holdout_images": int(len(x_hold)),
                "stats_from": "holdout" if len(x_hold) else "training images (no holdout: biased low)",
                "encode_seconds": round(t_enc, 2), "train_seconds": round(t_train, 2), "device": str(device),
                "train_config": tcfg.to_dict()}
     return model.cpu(), stats, summary
+
+
+ONE_CLASS_FORMATS = ("mnist", "fashion-mnist", "cifar10")
+
+
+def auto_score(fmt: str) -> str:
+    """The one-class formats' anomalies are whole images of another class: the map's mean ranks
+    them better than its max (benchmarks/oneclass.py); defects are local: the max."""
+    return "mean" if fmt in ONE_CLASS_FORMATS else "max"
+
+
+def parse_triple(text: str, option: str, kind=float):
+    try:
+        w = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        w = ()
+    if len(w) != 3:
+        example = "0.25,1,1" if kind is float else "256,128,64"
+        raise HfrError(f"{option} {text!r} must be three {'numbers' if kind is float else 'integers'} separated by "
+                       f"commas, e.g. {example}")
+    return w
 
 
 def train_command(
@@ -178,6 +210,14 @@ def train_command(
     backbone: Annotated[str, typer.Option(help="efficientnet_lite0 | resnet18 | wide_resnet50_2")] = ModelConfig.backbone,
     weights: Annotated[Optional[str], typer.Option(help="torchvision-format ImageNet weights (.pth) for the ResNets")] = None,
     image_size: Annotated[int, typer.Option(help="Square input size, a multiple of 32")] = ModelConfig.image_size,
+    score: Annotated[str, typer.Option(help="Image score from the map: auto (mean for the one-class formats mnist, "
+                                                  "fashion-mnist, cifar10; max otherwise) | max | mean")] = "auto",
+    level_weights: Annotated[Optional[str], typer.Option(help="Weights of the stride 4, 8, 16 levels in the map, "
+                                                               "e.g. 0.25,1,1 (default: the product's)")] = None,
+    decoder_widths: Annotated[Optional[str], typer.Option(help="Decoder channels at strides 16, 8, 4, e.g. "
+                                                                "256,128,64 (default: the product's)")] = None,
+    bottleneck: Annotated[int, typer.Option(help="Squeeze the deepest features to this many channels before the "
+                                                 "decoder (0: none)")] = ModelConfig.bottleneck,
     epochs: Annotated[int, typer.Option()] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option()] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option()] = TrainConfig.lr,
@@ -188,7 +228,12 @@ def train_command(
     """Train the HFR-AE decoder on normal images and write a checkpoint."""
     from .data import load_items, open_dataset
 
-    mcfg = ModelConfig(backbone=backbone, image_size=image_size)
+    weights3 = ModelConfig.level_weights if level_weights is None else parse_triple(level_weights, "--level-weights", float)
+    widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
+    if score not in ("auto", "max", "mean"):
+        raise HfrError(f"--score {score!r} must be auto, max or mean")
+    mcfg = ModelConfig(backbone=backbone, image_size=image_size, level_weights=weights3, decoder_widths=widths,
+                       bottleneck=bottleneck, score="max" if score == "auto" else score)
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     out = Path(output)
     if out.is_dir():
@@ -196,6 +241,8 @@ def train_command(
     if not out.parent.is_dir():
         raise HfrError(f"-o {out}: folder {out.parent} does not exist; create it first")
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
+    if score == "auto":
+        mcfg = replace(mcfg, score=auto_score(ds.format))
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
     def warn(m):

@@ -59,8 +59,10 @@ def test_fp16_graph(tiny_ckpt, tiny_model_onnx, tmp_path):
     assert model.graph.input[0].type.tensor_type.elem_type == f32
     assert all(o.type.tensor_type.elem_type == f32 for o in model.graph.output)
     conv_w = {n.input[1] for n in model.graph.node if n.op_type == "Conv" and n.name.startswith("/model/")}
-    blur_w = {n.input[1] for n in model.graph.node if n.op_type == "Conv" and n.name in tail_nodes(model)}
-    assert blur_w and all(i.data_type == f32 for i in model.graph.initializer if i.name in blur_w)
+    inits = {i.name for i in model.graph.initializer}
+    blur_w = {x for n in model.graph.node if n.op_type == "MatMul" and n.name in tail_nodes(model) for x in n.input
+              if x in inits}  # the smoothing matrices
+    assert len(blur_w) == 2 and all(i.data_type == f32 for i in model.graph.initializer if i.name in blur_w)
     assert all(i.data_type == f16 for i in model.graph.initializer if i.name in conv_w)
     # the fusion tail computes in float32: its Resize nodes take float32
     vi = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}

@@ -100,3 +100,66 @@ def test_deploy_model_normalises(tiny_ckpt):
     assert m.shape == (3, 1, 64, 64) and s.shape == (3,)
     assert torch.allclose(s, m.amax(dim=(1, 2, 3)), atol=1e-6)
     assert isinstance(module, DeployModel)
+
+
+def test_mean_score_and_zero_weight_levels():
+    enc = [torch.rand(2, c, 64 // s, 64 // s) for c, s in ((24, 4), (40, 8), (112, 16))]
+    dec = [torch.rand_like(e) for e in enc]
+    m, s = AnomalyMap(64, 4.0, (0.25, 1, 1), score="mean")(enc, dec)
+    assert torch.allclose(s, m.mean(dim=(1, 2, 3)), atol=1e-6)
+    # a level of weight 0 contributes nothing, whatever its features
+    dec0 = [d.clone() for d in dec]
+    dec0[0] = torch.rand_like(dec[0])
+    a = AnomalyMap(64, 4.0, (0, 1, 1))
+    assert torch.equal(a(enc, dec)[0], a(enc, dec0)[0])
+
+
+def test_map_and_score_have_their_own_thresholds():
+    from hfr_edge.config import NormStats
+    from hfr_edge.train import norm_stats
+
+    means = np.array([0.10, 0.12, 0.11])
+    maxes = np.array([0.50, 0.60, 0.55])
+    st = norm_stats(means, 0.0, maxes)
+    assert st.threshold == pytest.approx(max(means.mean() + 3 * means.std(), means.max()))
+    assert st.map_threshold == pytest.approx(max(maxes.mean() + 3 * maxes.std(), maxes.max()))
+    assert st.map_scale < st.scale  # the map's boundary is higher than the mean score's
+    assert NormStats.from_dict(st.to_dict()) == st
+    old = NormStats.from_dict({"threshold": 1.0, "low": 0.0})  # a checkpoint from before map_threshold
+    assert old.map_scale == old.scale == 0.5
+
+
+@pytest.mark.parametrize("kw,match", [({"score": "median"}, "--score"), ({"level_weights": (0, 0, 0)}, "weights"),
+                                      ({"level_weights": (1, -1, 1)}, "weights")])
+def test_model_config_refuses(kw, match):
+    with pytest.raises(HfrError, match=match):
+        ModelConfig(**kw)
+
+
+def test_older_checkpoints_keep_the_decoder_they_were_built_with():
+    old = ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64, "decoder_widths": [32, 16, 8],
+                                 "sigma": 4.0, "level_weights": [0.25, 1, 1]})
+    assert (old.decoder_convs, old.bottleneck, old.score) == (2, 0, "max")
+    new = ModelConfig(image_size=64, decoder_widths=(32, 16, 8))
+    assert ModelConfig.from_dict(new.to_dict()) == new
+
+
+def test_matrix_blur_equals_renormalised_convolution():
+    import torch.nn.functional as F
+
+    from hfr_edge.model import gaussian_kernel1d
+
+    for size, sigma in ((64, 4.0), (32, 4.0), (96, 2.5)):
+        m = torch.rand(2, 1, size, size)
+        k = gaussian_kernel1d(sigma)
+        p = k.numel() // 2
+
+        def conv_blur(t):
+            t = F.conv2d(t, k.view(1, 1, 1, -1), padding=(0, p))
+            return F.conv2d(t, k.view(1, 1, -1, 1), padding=(p, 0))
+
+        ref = conv_blur(m) / conv_blur(torch.ones(1, 1, size, size))
+        got = AnomalyMap(size, sigma)._blur(m)
+        assert torch.allclose(got, ref, atol=1e-6), (size, sigma)
+    flat = AnomalyMap(64, 4.0)._blur(torch.full((1, 1, 64, 64), 0.3))
+    assert torch.allclose(flat, torch.full_like(flat, 0.3), atol=1e-6)  # no fading at the borders

@@ -84,3 +84,33 @@ def test_bad_input_is_one_line(tmp_path, syn_data, args, match):
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("hfr-edge: error:") and match.lower() in line.lower(), line
     assert not (tmp_path / "out").exists()
+
+
+def test_one_class_formats_score_by_the_mean(tmp_path):
+    import torch
+
+    from test_data import make_idx
+
+    root = make_idx(tmp_path / "mnist", n_train=40, n_test=20)
+    for score, want in (("auto", "mean"), ("max", "max")):
+        out = tmp_path / f"{score}.pt"
+        r = hfr("train", root, "--format", "mnist", "--normal-class", "3", "-o", out, "--epochs", "1",
+                "--image-size", "32", "--score", score)
+        assert r.returncode == 0, r.stderr
+        ckpt = torch.load(out, weights_only=True)
+        assert ckpt["config"]["score"] == want
+        assert (ckpt["norm"]["map_threshold"] is None) == (want == "max")
+    r = hfr("eval", tmp_path / "auto.pt", root, "--format", "mnist", "--normal-class", "3",
+            "--report", tmp_path / "r.json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["image_auroc"] is not None
+
+
+@pytest.mark.parametrize("opt,val,match", [("--level-weights", "1,1", "three numbers"),
+                                           ("--level-weights", "0,0,0", "at least one positive"),
+                                           ("--score", "median", "--score")])
+def test_bad_score_options_are_one_line(tmp_path, syn_data, opt, val, match):
+    r = hfr("train", syn_data, opt, val, "-o", tmp_path / "c.pt")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert match in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "c.pt").exists()

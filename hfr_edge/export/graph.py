@@ -20,7 +20,7 @@ MODEL_SCOPE = "/model/"  # DeployModel.model: encoder + decoder
 # Operators the graph may contain: all supported by TensorRT's ONNX parser (8.5 and newer).
 ALLOWED_OPS = {
     "Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "Add", "Sub", "Mul", "Div", "Pad",
-    "ReduceSum", "ReduceMax", "Sqrt", "Max", "Resize", "Constant", "Cast", "Identity", "Gemm", "MatMul",
+    "ReduceSum", "ReduceMax", "ReduceMean", "Sqrt", "Max", "Resize", "Constant", "Cast", "Identity", "Gemm", "MatMul",
     "QuantizeLinear", "DequantizeLinear", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Sigmoid", "Neg",
 }
 
