@@ -23,12 +23,15 @@ def _conv_bn_relu(cin, cout, k=3):
 
 
 class _UpStage(nn.Module):
-    """x2 upsampling (transposed conv) then `convs` 3x3 convs; a head maps to the level's channels."""
+    """x2 upsampling (transposed conv) then `convs` 3x3 convs; a head maps to the level's channels.
 
-    def __init__(self, cin, width, cout, convs: int = 2):
+    Kernel 4 (padding 1) overlaps neighbouring input pixels; kernel 2 maps each input pixel to its
+    own 2x2 block, whose seams show up as a grid in the residuals of normal images."""
+
+    def __init__(self, cin, width, cout, convs: int = 2, up_kernel: int = 2):
         super().__init__()
-        self.up = nn.Sequential(nn.ConvTranspose2d(cin, width, 2, stride=2, bias=False), nn.BatchNorm2d(width),
-                                nn.ReLU(inplace=True))
+        self.up = nn.Sequential(nn.ConvTranspose2d(cin, width, up_kernel, stride=2, padding=(up_kernel - 2) // 2,
+                                                   bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.body = nn.Sequential(*[_conv_bn_relu(width, width) for _ in range(convs)])
         self.head = nn.Conv2d(width, cout, 3, padding=1)
 
@@ -40,16 +43,17 @@ class _UpStage(nn.Module):
 class Decoder(nn.Module):
     """Mirror of the encoder: stride 32 -> 16 -> 8 -> 4, one output head per level."""
 
-    def __init__(self, spec: BackboneSpec, widths: Sequence[int], convs: int = 2, bottleneck: int = 0):
+    def __init__(self, spec: BackboneSpec, widths: Sequence[int], convs: int = 2, bottleneck: int = 0,
+                 up_kernel: int = 2):
         super().__init__()
         w16, w8, w4 = widths
         c4, c8, c16 = (t.channels for t in spec.taps)
         cin = spec.deep.channels
         # optional 1x1 squeeze of the deepest features: less room to reconstruct what is not normal
         self.squeeze = _conv_bn_relu(cin, bottleneck, 1) if bottleneck else nn.Identity()
-        self.s16 = _UpStage(bottleneck or cin, w16, c16, convs)
-        self.s8 = _UpStage(w16, w8, c8, convs)
-        self.s4 = _UpStage(w8, w4, c4, convs)
+        self.s16 = _UpStage(bottleneck or cin, w16, c16, convs, up_kernel)
+        self.s8 = _UpStage(w16, w8, c8, convs, up_kernel)
+        self.s4 = _UpStage(w8, w4, c4, convs, up_kernel)
 
     def forward(self, deep) -> List[torch.Tensor]:  # deep: (B, C32, H/32, W/32)
         h, r16 = self.s16(self.squeeze(deep))  # (B, C16, H/16, W/16)
@@ -141,7 +145,7 @@ class HFRAE(nn.Module):
         self.cfg = cfg
         self.spec = SPECS[cfg.backbone]
         self.encoder = load_backbone(cfg.backbone, weights, pretrained)
-        self.decoder = Decoder(self.spec, cfg.decoder_widths, cfg.decoder_convs, cfg.bottleneck)
+        self.decoder = Decoder(self.spec, cfg.decoder_widths, cfg.decoder_convs, cfg.bottleneck, cfg.up_kernel)
         self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1), persistent=False)
 

@@ -218,6 +218,8 @@ def train_command(
                                                                 "256,128,64 (default: the product's)")] = None,
     bottleneck: Annotated[int, typer.Option(help="Squeeze the deepest features to this many channels before the "
                                                  "decoder (0: none)")] = ModelConfig.bottleneck,
+    up_kernel: Annotated[int, typer.Option(help="Kernel of the decoder's x2 transposed convolutions: 4 "
+                                                "(overlapping) or 2")] = ModelConfig.up_kernel,
     epochs: Annotated[int, typer.Option()] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option()] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option()] = TrainConfig.lr,
@@ -233,7 +235,7 @@ def train_command(
     if score not in ("auto", "max", "mean"):
         raise HfrError(f"--score {score!r} must be auto, max or mean")
     mcfg = ModelConfig(backbone=backbone, image_size=image_size, level_weights=weights3, decoder_widths=widths,
-                       bottleneck=bottleneck, score="max" if score == "auto" else score)
+                       bottleneck=bottleneck, up_kernel=up_kernel, score="max" if score == "auto" else score)
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     out = Path(output)
     if out.is_dir():

@@ -130,7 +130,8 @@ def test_map_and_score_have_their_own_thresholds():
 
 
 @pytest.mark.parametrize("kw,match", [({"score": "median"}, "--score"), ({"level_weights": (0, 0, 0)}, "weights"),
-                                      ({"level_weights": (1, -1, 1)}, "weights")])
+                                      ({"level_weights": (1, -1, 1)}, "weights"), ({"up_kernel": 3}, "--up-kernel"),
+                                      ({"bottleneck": -1}, "--bottleneck")])
 def test_model_config_refuses(kw, match):
     with pytest.raises(HfrError, match=match):
         ModelConfig(**kw)
@@ -139,7 +140,7 @@ def test_model_config_refuses(kw, match):
 def test_older_checkpoints_keep_the_decoder_they_were_built_with():
     old = ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64, "decoder_widths": [32, 16, 8],
                                  "sigma": 4.0, "level_weights": [0.25, 1, 1]})
-    assert (old.decoder_convs, old.bottleneck, old.score) == (2, 0, "max")
+    assert (old.decoder_convs, old.bottleneck, old.score, old.up_kernel) == (2, 0, "max", 2)
     new = ModelConfig(image_size=64, decoder_widths=(32, 16, 8))
     assert ModelConfig.from_dict(new.to_dict()) == new
 
