@@ -23,7 +23,7 @@ from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
 from hfr_edge.data import load_items, open_dataset  # noqa: E402
 from hfr_edge.evaluate import score_items  # noqa: E402
 from hfr_edge.metrics import auroc  # noqa: E402
-from hfr_edge.train import fit, split_holdout  # noqa: E402
+from hfr_edge.train import fit, parse_triple, split_holdout  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--dataset", default="both")
@@ -52,8 +52,8 @@ def run_class(name: str, c: str) -> dict:
     xh, _, _, _ = load_items([items[i] for i in ho], args.image_size)
     t0 = time.time()
     mcfg = ModelConfig(image_size=args.image_size, score=args.score, bottleneck=args.bottleneck,
-                       level_weights=tuple(float(v) for v in args.level_weights.split(",")),
-                       decoder_widths=tuple(int(v) for v in args.decoder_widths.split(",")))
+                       level_weights=parse_triple(args.level_weights, "--level-weights", float),
+                       decoder_widths=parse_triple(args.decoder_widths, "--decoder-widths", int))
     model, stats, summary = fit(x, xh, mcfg, TrainConfig(epochs=args.epochs), progress=False)
     train_s = time.time() - t0
     module = DeployModel(model, stats).eval()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .errors import HfrError
+from .errors import HfrError, first_line
 from .fsio import read_json, write_json_atomic
 
 SCHEMA = "hfr-edge-artifact"
@@ -120,7 +120,7 @@ def _meta_from_onnx_props(path: Path) -> Optional[dict]:
         sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
         text = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind11 types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        first = first_line(exc, 120)
         raise HfrError(f"{path}: not a valid ONNX file, truncated or corrupt ({first}); "
                        f"re-export it with `hfr-edge export`") from None
     if not text:

@@ -28,6 +28,7 @@ from .errors import HfrError
 from .runtime import processing
 
 FORMATS = ("auto", "mvtec", "folder", "mnist", "fashion-mnist", "cifar10")
+ONE_CLASS_FORMATS = ("mnist", "fashion-mnist", "cifar10")  # the one-class protocol, --normal-class
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
@@ -432,7 +433,7 @@ def open_dataset(path, fmt: str = "auto", normal_class: Union[int, str, None] = 
     if test_dir is not None and fmt != "folder":
         raise HfrError(f"--test applies to --format folder only; {show(root)} is read as {fmt}, "
                        f"which has its own test set")
-    one_class = fmt in ("mnist", "fashion-mnist", "cifar10")
+    one_class = fmt in ONE_CLASS_FORMATS
     if one_class and normal_class is None:
         names = FASHION_CLASSES if fmt == "fashion-mnist" else CIFAR_CLASSES if fmt == "cifar10" else MNIST_CLASSES
         raise HfrError(f"{fmt} needs --normal-class: an index 0-9 or one of: {', '.join(names)}")

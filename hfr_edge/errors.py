@@ -10,3 +10,9 @@ class HfrError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(exc: BaseException, limit: int) -> str:
+    """The first non-empty line of a library's exception (or its type name), cut to `limit` characters,
+    for quoting inside a one-line error."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]

@@ -106,13 +106,13 @@ class AnomalyMap(nn.Module):
         super().__init__()
         self.score = score
         self.strides = [int(s) for s in strides]
-        self.size = (image_size, image_size)
         self.weights = [float(w) for w in level_weights]
         # the separable blur as two constant matrices, rows renormalised at the borders:
         # blur(m) = B m B^T, the same as two zero-padded 1-D convolutions divided by the blur of ones,
         # as two MatMuls (fast on every backend, unlike one-channel convolutions on a CPU)
-        self.register_buffer("blur_rows", blur_matrix(image_size, sigma), persistent=False)
-        self.register_buffer("blur_cols_t", blur_matrix(image_size, sigma).t().contiguous(), persistent=False)
+        b = blur_matrix(image_size, sigma)
+        self.register_buffer("blur_rows", b, persistent=False)
+        self.register_buffer("blur_cols_t", b.t().contiguous(), persistent=False)
 
     def _blur(self, m):
         return torch.matmul(torch.matmul(self.blur_rows, m), self.blur_cols_t)

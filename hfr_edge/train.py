@@ -19,7 +19,7 @@ import numpy as np
 import typer
 from typing_extensions import Annotated
 
-from .config import ModelConfig, NormStats, TrainConfig
+from .config import SCORES, ModelConfig, NormStats, TrainConfig
 from .errors import HfrError
 
 FEATURE_CACHE_BYTES = 6 << 30  # keep encoder features in memory up to this size
@@ -180,12 +180,11 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     return model.cpu(), stats, summary
 
 
-ONE_CLASS_FORMATS = ("mnist", "fashion-mnist", "cifar10")
-
-
 def auto_score(fmt: str) -> str:
     """The one-class formats' anomalies are whole images of another class: the map's mean ranks
     them better than its max (benchmarks/oneclass.py); defects are local: the max."""
+    from .data import ONE_CLASS_FORMATS
+
     return "mean" if fmt in ONE_CLASS_FORMATS else "max"
 
 
@@ -232,7 +231,7 @@ def train_command(
 
     weights3 = ModelConfig.level_weights if level_weights is None else parse_triple(level_weights, "--level-weights", float)
     widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
-    if score not in ("auto", "max", "mean"):
+    if score not in ("auto",) + SCORES:
         raise HfrError(f"--score {score!r} must be auto, max or mean")
     mcfg = ModelConfig(backbone=backbone, image_size=image_size, level_weights=weights3, decoder_widths=widths,
                        bottleneck=bottleneck, up_kernel=up_kernel, score="max" if score == "auto" else score)

@@ -20,6 +20,8 @@ from hfr_edge.errors import HfrError
 from hfr_edge.runtime.run import run
 
 cv2 = pytest.importorskip("cv2")
+
+from toy import decode_video  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"frame", "time", "source", "score", "anomalous", "latency_ms"}
 
@@ -46,16 +48,6 @@ def video(tmp_path):
     return path
 
 
-def _decode(path):
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            return frames
-        frames.append(bgr[:, :, ::-1])
-
-
 def _jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
@@ -69,7 +61,7 @@ def test_run_video_cli_matches_detector(tmp_path, toy_onnx, video):
     assert len(recs) == 12 and all(KEYS <= set(r) for r in recs)
     assert [r["frame"] for r in recs] == list(range(12)) and recs[0]["source"] == str(video)
 
-    frames = _decode(video)
+    frames = decode_video(video)
     from hfr_edge.runtime.detector import Detector
     from hfr_edge.runtime.runner import open_runner
 
@@ -80,7 +72,7 @@ def test_run_video_cli_matches_detector(tmp_path, toy_onnx, video):
     assert [r["anomalous"] for r in recs] == [bool(s >= 0.5) for s in scores]
     assert 0 < sum(r["anomalous"] for r in recs) < 12  # the video holds both verdicts
 
-    written = _decode(tmp_path / "out.mp4")  # the overlay video, read back frame for frame
+    written = decode_video(tmp_path / "out.mp4")  # the overlay video, read back frame for frame
     assert len(written) == 12 and written[0].shape == (80, 96, 3)
 
     s = json.loads((tmp_path / "s.json").read_text())
@@ -135,7 +127,7 @@ def test_sigterm_leaves_valid_jsonl_video_and_summary(tmp_path, toy_onnx):
     recs = _jsonl(jl)  # every line is complete JSON
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["stopped_by"] == "SIGTERM" and 5 <= s["frames"] == len(recs) < 5000
-    assert len(_decode(tmp_path / "out.mp4")) == len(recs)  # the video was finalised
+    assert len(decode_video(tmp_path / "out.mp4")) == len(recs)  # the video was finalised
 
 
 def test_errors_are_one_line_hfr_errors(tmp_path, toy_onnx, video, monkeypatch):

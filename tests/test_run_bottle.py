@@ -11,6 +11,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from toy import decode_video  # noqa: E402
+
 
 def test_run_over_bottle_video_agrees_with_eval(tmp_path, bottle_dir, tiny_model_onnx):
     from hfr_edge.evaluate import open_scorer
@@ -28,18 +30,8 @@ def test_run_over_bottle_video_agrees_with_eval(tmp_path, bottle_dir, tiny_model
     assert r.returncode == 0, r.stderr
     recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert len(recs) == len(paths)
-    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
-    n_out = 0
-    while cap.read()[0]:
-        n_out += 1
-    assert n_out == len(paths)
-    cap = cv2.VideoCapture(str(vid))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(bgr[:, :, ::-1])
+    assert len(decode_video(tmp_path / "out.mp4")) == len(paths)
+    frames = decode_video(vid)
     with open_scorer(str(tiny_model_onnx), "cpu") as (predict, size, _, _):
         _, scores = predict(preprocess(frames, size))
     np.testing.assert_allclose([r["score"] for r in recs], scores, atol=1e-5)

@@ -19,6 +19,8 @@ from hfr_edge.runtime.sources import csi_pipeline, has_gstreamer, open_source
 
 cv2 = pytest.importorskip("cv2")
 
+from toy import decode_video  # noqa: E402
+
 
 def _png(path, value, hw=(20, 24)):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,14 +81,7 @@ def test_empty_folder_and_missing_path(tmp_path):
 
 def test_video_file_frame_for_frame(tmp_path):
     path = _write_video(tmp_path / "v.mp4", n=8)
-    cap = cv2.VideoCapture(str(path))
-    ref = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        ref.append(bgr[:, :, ::-1])
-    cap.release()
+    ref = decode_video(path)
     assert len(ref) == 8
     with open_source(None, str(path)) as src:
         frames = list(src)

@@ -40,3 +40,20 @@ def make_toy_onnx(path, size: int = 64, precision: str = "fp32") -> Path:
                         extra={"toy": True})
     write_meta(path, meta)
     return path
+
+
+def decode_video(path) -> list:
+    """Every frame of a video file as RGB uint8 arrays, read with OpenCV directly (the reference the
+    runtime's own sources are compared with)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                return frames
+            frames.append(bgr[:, :, ::-1])
+    finally:
+        cap.release()

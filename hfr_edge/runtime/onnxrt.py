@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..errors import HfrError
+from ..errors import HfrError, first_line
 from .runner import Runner
 
 PROVIDERS = {  # --provider value -> ONNX Runtime execution provider, in "auto" order
@@ -71,7 +71,7 @@ class OrtRunner(Runner):
         try:
             sess = ort.InferenceSession(model_source(self.path), so, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind11 types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            first = first_line(exc, 160)
             raise HfrError(f"{self.path}: not a valid ONNX file for onnxruntime {ort.__version__} ({first}); "
                            f"re-export it with `hfr-edge export`") from None
         self._check_graph(sess)
@@ -95,7 +95,7 @@ class OrtRunner(Runner):
         try:
             values = self._sess.run(list(self.output_names), {self.input_name: x})
         except Exception as exc:  # noqa: BLE001
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            first = first_line(exc, 160)
             raise HfrError(f"{self.path}: onnxruntime failed to run the graph ({first})", exit_code=1) from None
         return dict(zip(self.output_names, values))
 
