@@ -6,7 +6,7 @@ are left out); train on --train normal cells (evenly sampled), test on the other
 anomalous cells; image AUROC of the checkpoint with the product's defaults (overridable).
 
     python benchmarks/elpv.py [--train 400] [--epochs N] [--image-size S] [--level-weights a,b,c]
-        [--decoder-convs N]
+        [--decoder-convs N] [--tap16 early|late]
 """
 
 import argparse
@@ -22,9 +22,11 @@ ap.add_argument("--epochs", type=int, default=None)
 ap.add_argument("--image-size", type=int, default=None)
 ap.add_argument("--level-weights", default=None)
 ap.add_argument("--decoder-convs", type=int, default=None)
+ap.add_argument("--tap16", default=None, help="early | late (default: the product's)")
 ap.add_argument("--tag", default="")
 ap.add_argument("--sweep", default="1,1,1;0.25,1,1;0,1,1",
-                help="level weightings to compare on the same trained decoder (';'-separated)")
+                help="level weightings to compare on the same trained decoder (';'-separated; "
+                     "w4,w8,w16@sigma also sets the smoothing)")
 args = ap.parse_args()
 
 try:
@@ -56,6 +58,8 @@ if args.level_weights:
     mkw["level_weights"] = tuple(float(v) for v in args.level_weights.split(","))
 if args.decoder_convs is not None:
     mkw["decoder_convs"] = args.decoder_convs
+if args.tap16:
+    mkw["tap16"] = args.tap16
 mcfg = ModelConfig(**mkw)
 tcfg = TrainConfig(**({"epochs": args.epochs} if args.epochs else {}))
 S = mcfg.image_size
@@ -69,8 +73,13 @@ from hfr_edge.model import AnomalyMap  # noqa: E402
 module = DeployModel(model, stats).eval()
 test = np.concatenate([test_norm, anom])
 labels = np.r_[np.zeros(len(test_norm), int), np.ones(len(anom), int)]
-sweeps = [tuple(float(v) for v in w.split(",")) for w in args.sweep.split(";") if w]
-maps_by_w = {w: AnomalyMap(S, mcfg.sigma, w) for w in sweeps}
+def parse_sweep(item: str):
+    w, _, sigma = item.partition("@")
+    return tuple(float(v) for v in w.split(",")), float(sigma) if sigma else mcfg.sigma
+
+
+sweeps = [parse_sweep(w) for w in args.sweep.split(";") if w]
+maps_by_w = {w: AnomalyMap(S, w[1], w[0]) for w in sweeps}
 scores, swept = [], {w: [] for w in sweeps}
 with torch.inference_mode():
     for i in range(0, len(test), 32):
@@ -81,11 +90,13 @@ with torch.inference_mode():
         for w, am in maps_by_w.items():
             swept[w].append(am(enc, dec)[1].numpy())
 scores = np.concatenate(scores)
-sweep_rows = [{"level_weights": list(w), "image_auroc": auroc(labels, np.concatenate(v))} for w, v in swept.items()]
-print(table(sweep_rows, [("level_weights", "level weights", None), ("image_auroc", "image AUROC", "{:.4f}")]))
+sweep_rows = [{"level_weights": list(w), "sigma": sg, "image_auroc": auroc(labels, np.concatenate(v))}
+              for (w, sg), v in swept.items()]
+print(table(sweep_rows, [("level_weights", "level weights", None), ("sigma", "sigma", None),
+                         ("image_auroc", "image AUROC", "{:.4f}")]))
 row = {"image_auroc": auroc(labels, scores), "train_images": len(tr), "test_normal": len(test_norm),
        "test_anomalous": len(anom), "epochs": tcfg.epochs, "image_size": S, "train_s": train_s,
-       "level_weights": list(mcfg.level_weights), "decoder_convs": mcfg.decoder_convs,
+       "level_weights": list(mcfg.level_weights), "decoder_convs": mcfg.decoder_convs, "tap16": mcfg.tap16,
        "flagged_normal": float(np.mean(scores[labels == 0] >= 0.5)),
        "flagged_anomalous": float(np.mean(scores[labels == 1] >= 0.5))}
 print(table([row], [("image_auroc", "image AUROC", "{:.4f}"), ("train_images", "train", None),

@@ -4,7 +4,7 @@ Prints per-class image AUROC and the mean; writes JSON.
 
     python benchmarks/oneclass.py [--dataset mnist|fashion-mnist|both] [--classes 0,1,2] [--epochs N]
         [--image-size S] [--max-train N] [--score mean|max] [--level-weights 0,0,1]
-        [--decoder-widths 128,64,32] [--bottleneck 16]
+        [--decoder-widths 128,64,32] [--bottleneck 16] [--tap16 early|late]
 
 The defaults are the settings this task measured best for semantic one-class detection (the same as
 `hfr-edge train DATA --normal-class C --image-size 64 --epochs 8 --decoder-widths 128,64,32
@@ -36,6 +36,7 @@ ap.add_argument("--score", default="mean", help="image score from the map: mean 
 ap.add_argument("--level-weights", default="0,0,1", help="weights of the stride 4, 8, 16 levels in the map")
 ap.add_argument("--decoder-widths", default="128,64,32")
 ap.add_argument("--bottleneck", type=int, default=16)
+ap.add_argument("--tap16", default=ModelConfig.tap16, help="stride-16 level: early | late")
 ap.add_argument("--tag", default="")
 args = ap.parse_args()
 
@@ -51,7 +52,7 @@ def run_class(name: str, c: str) -> dict:
     x, _, _, _ = load_items([items[i] for i in tr], args.image_size)
     xh, _, _, _ = load_items([items[i] for i in ho], args.image_size)
     t0 = time.time()
-    mcfg = ModelConfig(image_size=args.image_size, score=args.score, bottleneck=args.bottleneck,
+    mcfg = ModelConfig(image_size=args.image_size, score=args.score, bottleneck=args.bottleneck, tap16=args.tap16,
                        level_weights=parse_triple(args.level_weights, "--level-weights", float),
                        decoder_widths=parse_triple(args.decoder_widths, "--decoder-widths", int))
     model, stats, summary = fit(x, xh, mcfg, TrainConfig(epochs=args.epochs), progress=False)

@@ -32,13 +32,24 @@ class BackboneSpec:
     deep: Tap  # the deepest output, the decoder's input (stride 32)
     mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet RGB mean
     std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # where the backbone has two stages at stride 16: the first one's output (`tap16="early"`);
+    # None: one stage, the stride-16 level is the same either way
+    early16: Optional[Tap] = None
+
+    def levels(self, tap16: str = "late") -> Tuple[Tap, Tap, Tap]:
+        """The three levels for a `ModelConfig.tap16` choice."""
+        if tap16 == "early" and self.early16 is not None:
+            return self.taps[0], self.taps[1], self.early16
+        return self.taps
 
 
 SPECS = {
     # ImageNet mean/std for every backbone. EfficientNet-Lite was trained on [-1, 1] inputs and
     # classifies photos either way, but anomaly maps are better with ImageNet scaling (bottle,
     # 30 epochs: pixel AUROC 0.982 vs 0.977, AUPRO 0.937 vs 0.924).
-    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", (Tap(24, 4), Tap(40, 8), Tap(112, 16)), Tap(320, 32)),
+    # stride 16 has two stages: 80 channels (stage 4, "early") and 112 (stage 5, "late")
+    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", (Tap(24, 4), Tap(40, 8), Tap(112, 16)), Tap(320, 32),
+                                       early16=Tap(80, 16)),
     "resnet18": BackboneSpec("resnet18", (Tap(64, 4), Tap(128, 8), Tap(256, 16)), Tap(512, 32)),
     "wide_resnet50_2": BackboneSpec("wide_resnet50_2", (Tap(256, 4), Tap(512, 8), Tap(1024, 16)), Tap(2048, 32)),
 }
@@ -98,7 +109,7 @@ _LITE0_STAGES = [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6,
 
 
 class EfficientNetLite0(nn.Module):
-    def __init__(self, num_classes: int = 1000):
+    def __init__(self, num_classes: int = 1000, tap16: str = "late"):
         super().__init__()
         self._conv_stem = _SamePadConv(3, 32, 3, stride=2)
         self._bn0 = _bn(32)
@@ -111,8 +122,9 @@ class EfficientNetLite0(nn.Module):
         self._conv_head = _SamePadConv(320, 1280, 1)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
-        # block index after which each level is tapped: strides 4, 8, 16; the last block is stride 32
-        self.tap_after = (2, 4, 10)
+        # block index after which each level is tapped: strides 4, 8, 16 (the end of stage 4 or of
+        # stage 5, both at stride 16); the last block is stride 32
+        self.tap_after = (2, 4, 7 if tap16 == "early" else 10)
 
     def features(self, x) -> Tuple[List[torch.Tensor], torch.Tensor]:
         x = F.relu6(self._bn0(self._conv_stem(x)))
@@ -199,9 +211,9 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _make(name: str) -> nn.Module:
+def _make(name: str, tap16: str = "late") -> nn.Module:
     if name == "efficientnet_lite0":
-        return EfficientNetLite0()
+        return EfficientNetLite0(tap16=tap16)
     if name == "resnet18":
         return ResNet(_BasicBlock, [2, 2, 2, 2])
     if name == "wide_resnet50_2":
@@ -237,9 +249,10 @@ def _pretrained_state_dict(name: str, weights: Optional[str]) -> dict:
                        f"{TORCHVISION_URLS[name]} elsewhere and give it with --weights PATH") from None
 
 
-def load_backbone(name: str, weights: Optional[str] = None, pretrained: bool = True) -> nn.Module:
-    """The frozen encoder in eval mode. pretrained=False builds it empty (a checkpoint fills it)."""
-    net = _make(name)
+def load_backbone(name: str, weights: Optional[str] = None, pretrained: bool = True, tap16: str = "late") -> nn.Module:
+    """The frozen encoder in eval mode. pretrained=False builds it empty (a checkpoint fills it).
+    `tap16`: which stage's output is the stride-16 level (`BackboneSpec.levels`)."""
+    net = _make(name, tap16)
     if pretrained:
         sd = _pretrained_state_dict(name, weights)
         try:

@@ -12,10 +12,11 @@ CKPT_FORMAT = "hfr-edge-checkpoint"
 CKPT_VERSION = 1
 BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2")
 SCORES = ("max", "mean")
+TAPS16 = ("early", "late")
 
 
 # values of fields added later, as every artifact written before them was built
-LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_kernel": 2}
+LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_kernel": 2, "tap16": "late"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class ModelConfig:
     # kernel of the decoder's x2 transposed convolutions: 4 (overlapping) or 2. Bottle, 20 epochs:
     # 2: 0.987 / 0.955, 4: 0.989 / 0.962; bilinear x2 + 3x3 conv instead: 0.983 / 0.943
     up_kernel: int = 4
+    # the stride-16 level where the backbone has two stages at that stride (EfficientNet-Lite0: "early" =
+    # stage 4's output, 80 channels; "late" = stage 5's, 112); ResNets have one (layer3). Early localises
+    # bottle's defects better (30 epochs, 2 seeds: pixel AUROC 0.9899 -> 0.9912, AUPRO 0.964 -> 0.968) but
+    # detects worse where the whole image decides: ELPV 0.806 -> 0.780, Fashion-MNIST's hard classes
+    # 0.901 -> 0.890. The default keeps "late"; README.md, "Benchmarks".
+    tap16: str = "late"
     sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in pixels
     # weight of each level (strides 4, 8, 16) in the map. The stride-4 level of EfficientNet-Lite0 is
     # low-level texture the decoder cannot predict from stride 32: at full weight its residual is
@@ -53,6 +60,8 @@ class ModelConfig:
             raise HfrError(f"--decoder-widths {','.join(map(str, self.decoder_widths))} must be three positive integers")
         if self.bottleneck < 0:
             raise HfrError(f"--bottleneck {self.bottleneck} must be 0 (none) or a channel count")
+        if self.tap16 not in TAPS16:
+            raise HfrError(f"--tap16 {self.tap16!r} must be one of: {', '.join(TAPS16)}")
         if self.up_kernel not in (2, 4):
             raise HfrError(f"--up-kernel {self.up_kernel} must be 2 or 4")
         if not 0 <= self.decoder_convs <= 8:

@@ -44,10 +44,10 @@ class Decoder(nn.Module):
     """Mirror of the encoder: stride 32 -> 16 -> 8 -> 4, one output head per level."""
 
     def __init__(self, spec: BackboneSpec, widths: Sequence[int], convs: int = 2, bottleneck: int = 0,
-                 up_kernel: int = 2):
+                 up_kernel: int = 2, tap16: str = "late"):
         super().__init__()
         w16, w8, w4 = widths
-        c4, c8, c16 = (t.channels for t in spec.taps)
+        c4, c8, c16 = (t.channels for t in spec.levels(tap16))
         cin = spec.deep.channels
         # optional 1x1 squeeze of the deepest features: less room to reconstruct what is not normal
         self.squeeze = _conv_bn_relu(cin, bottleneck, 1) if bottleneck else nn.Identity()
@@ -144,8 +144,9 @@ class HFRAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.spec = SPECS[cfg.backbone]
-        self.encoder = load_backbone(cfg.backbone, weights, pretrained)
-        self.decoder = Decoder(self.spec, cfg.decoder_widths, cfg.decoder_convs, cfg.bottleneck, cfg.up_kernel)
+        self.encoder = load_backbone(cfg.backbone, weights, pretrained, cfg.tap16)
+        self.decoder = Decoder(self.spec, cfg.decoder_widths, cfg.decoder_convs, cfg.bottleneck, cfg.up_kernel,
+                               cfg.tap16)
         self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1), persistent=False)
 

@@ -219,6 +219,8 @@ def train_command(
                                                  "decoder (0: none)")] = ModelConfig.bottleneck,
     up_kernel: Annotated[int, typer.Option(help="Kernel of the decoder's x2 transposed convolutions: 4 "
                                                 "(overlapping) or 2")] = ModelConfig.up_kernel,
+    tap16: Annotated[str, typer.Option(help="Stride-16 level where the backbone has two stages there "
+                                            "(efficientnet_lite0): early (stage 4, 80 ch) | late (stage 5, 112 ch)")] = ModelConfig.tap16,
     epochs: Annotated[int, typer.Option()] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option()] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option()] = TrainConfig.lr,
@@ -234,7 +236,8 @@ def train_command(
     if score not in ("auto",) + SCORES:
         raise HfrError(f"--score {score!r} must be auto, max or mean")
     mcfg = ModelConfig(backbone=backbone, image_size=image_size, level_weights=weights3, decoder_widths=widths,
-                       bottleneck=bottleneck, up_kernel=up_kernel, score="max" if score == "auto" else score)
+                       bottleneck=bottleneck, up_kernel=up_kernel, tap16=tap16,
+                       score="max" if score == "auto" else score)
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     out = Path(output)
     if out.is_dir():

@@ -27,6 +27,32 @@ def test_backbone_matches_its_declared_taps(name):
     assert not net.training
 
 
+def test_early_stride16_level_is_the_earlier_stage():
+    """tap16="early" taps EfficientNet-Lite0 at the end of stage 4 (80 channels): the same weights,
+    an earlier block, and the decoder's stride-16 head follows the declared channels."""
+    from hfr_edge.model import HFRAE
+
+    spec = SPECS["efficientnet_lite0"]
+    late = load_backbone("efficientnet_lite0", tap16="late")
+    early = load_backbone("efficientnet_lite0", tap16="early")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        (l4, l8, l16), ld = late.features(x)
+        (e4, e8, e16), ed = early.features(x)
+        ref = torch.nn.functional.relu6(late._bn0(late._conv_stem(x)))
+        for b in late._blocks[:8]:
+            ref = b(ref)
+    assert [t.channels for t in spec.levels("early")] == [24, 40, 80]
+    assert tuple(e16.shape) == (1, 80, 4, 4) and tuple(l16.shape) == (1, 112, 4, 4)
+    assert torch.equal(e16, ref)  # block 7's output
+    assert torch.equal(e4, l4) and torch.equal(e8, l8) and torch.equal(ed, ld)
+    model = HFRAE(ModelConfig(image_size=64, decoder_widths=(16, 8, 4), tap16="early"))
+    with torch.no_grad():
+        enc, dec = model(x)
+    assert [tuple(d.shape) for d in dec] == [tuple(e.shape) for e in enc]
+    assert SPECS["resnet18"].levels("early") == SPECS["resnet18"].taps  # one stage at stride 16
+
+
 def test_default_backbone_classifies_a_known_photo():
     skimage_data = pytest.importorskip("skimage.data")
     from hfr_edge.runtime.processing import preprocess
@@ -131,7 +157,7 @@ def test_map_and_score_have_their_own_thresholds():
 
 @pytest.mark.parametrize("kw,match", [({"score": "median"}, "--score"), ({"level_weights": (0, 0, 0)}, "weights"),
                                       ({"level_weights": (1, -1, 1)}, "weights"), ({"up_kernel": 3}, "--up-kernel"),
-                                      ({"bottleneck": -1}, "--bottleneck")])
+                                      ({"bottleneck": -1}, "--bottleneck"), ({"tap16": "middle"}, "--tap16")])
 def test_model_config_refuses(kw, match):
     with pytest.raises(HfrError, match=match):
         ModelConfig(**kw)
@@ -140,7 +166,7 @@ def test_model_config_refuses(kw, match):
 def test_older_checkpoints_keep_the_decoder_they_were_built_with():
     old = ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64, "decoder_widths": [32, 16, 8],
                                  "sigma": 4.0, "level_weights": [0.25, 1, 1]})
-    assert (old.decoder_convs, old.bottleneck, old.score, old.up_kernel) == (2, 0, "max", 2)
+    assert (old.decoder_convs, old.bottleneck, old.score, old.up_kernel, old.tap16) == (2, 0, "max", 2, "late")
     new = ModelConfig(image_size=64, decoder_widths=(32, 16, 8))
     assert ModelConfig.from_dict(new.to_dict()) == new
 

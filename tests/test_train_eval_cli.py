@@ -109,7 +109,8 @@ def test_one_class_formats_score_by_the_mean(tmp_path):
 @pytest.mark.parametrize("opt,val,match", [("--level-weights", "1,1", "three numbers"),
                                            ("--level-weights", "0,0,0", "at least one positive"),
                                            ("--score", "median", "--score"), ("--up-kernel", "3", "--up-kernel"),
-                                           ("--decoder-widths", "64,32", "three integers")])
+                                           ("--decoder-widths", "64,32", "three integers"),
+                                           ("--tap16", "middle", "--tap16")])
 def test_bad_score_options_are_one_line(tmp_path, syn_data, opt, val, match):
     r = hfr("train", syn_data, opt, val, "-o", tmp_path / "c.pt")
     assert r.returncode == 2 and "Traceback" not in r.stderr
