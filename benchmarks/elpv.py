@@ -6,7 +6,7 @@ are left out); train on --train normal cells (evenly sampled), test on the other
 anomalous cells; image AUROC of the checkpoint with the product's defaults (overridable).
 
     python benchmarks/elpv.py [--train 400] [--epochs N] [--image-size S] [--level-weights a,b,c]
-        [--decoder-convs N] [--tap16 early|late]
+        [--decoder-convs N] [--tap16 early|late] [--seed N]
 """
 
 import argparse
@@ -23,6 +23,7 @@ ap.add_argument("--image-size", type=int, default=None)
 ap.add_argument("--level-weights", default=None)
 ap.add_argument("--decoder-convs", type=int, default=None)
 ap.add_argument("--tap16", default=None, help="early | late (default: the product's)")
+ap.add_argument("--seed", type=int, default=0, help="decoder initialisation and batch order")
 ap.add_argument("--tag", default="")
 ap.add_argument("--sweep", default="1,1,1;0.25,1,1;0,1,1",
                 help="level weightings to compare on the same trained decoder (';'-separated; "
@@ -61,7 +62,7 @@ if args.decoder_convs is not None:
 if args.tap16:
     mkw["tap16"] = args.tap16
 mcfg = ModelConfig(**mkw)
-tcfg = TrainConfig(**({"epochs": args.epochs} if args.epochs else {}))
+tcfg = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
 S = mcfg.image_size
 x = preprocess([images[i] for i in tr], S)
 xh = preprocess([images[i] for i in hold], S)
