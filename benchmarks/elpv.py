@@ -40,9 +40,9 @@ import torch  # noqa: E402
 
 from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
 from hfr_edge.metrics import auroc  # noqa: E402
-from hfr_edge.model import DeployModel  # noqa: E402
+from hfr_edge.model import AnomalyMap, DeployModel  # noqa: E402
 from hfr_edge.runtime.processing import preprocess  # noqa: E402
-from hfr_edge.train import fit  # noqa: E402
+from hfr_edge.train import fit, parse_triple  # noqa: E402
 
 images, probs, types = load_dataset()
 normal = np.where(probs == 0)[0]
@@ -56,7 +56,7 @@ mkw = {}
 if args.image_size:
     mkw["image_size"] = args.image_size
 if args.level_weights:
-    mkw["level_weights"] = tuple(float(v) for v in args.level_weights.split(","))
+    mkw["level_weights"] = parse_triple(args.level_weights, "--level-weights", float)
 if args.decoder_convs is not None:
     mkw["decoder_convs"] = args.decoder_convs
 if args.tap16:
@@ -64,22 +64,23 @@ if args.tap16:
 mcfg = ModelConfig(**mkw)
 tcfg = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
 S = mcfg.image_size
+
+
+def parse_sweep(item: str):
+    w, _, sigma = item.partition("@")
+    return parse_triple(w, "--sweep", float), float(sigma) if sigma else mcfg.sigma
+
+
+sweeps = [parse_sweep(w) for w in args.sweep.split(";") if w]  # parsed before the minutes of training
 x = preprocess([images[i] for i in tr], S)
 xh = preprocess([images[i] for i in hold], S)
 t0 = time.time()
 model, stats, summary = fit(x, xh, mcfg, tcfg, progress=False)
 train_s = time.time() - t0
-from hfr_edge.model import AnomalyMap  # noqa: E402
 
 module = DeployModel(model, stats).eval()
 test = np.concatenate([test_norm, anom])
 labels = np.r_[np.zeros(len(test_norm), int), np.ones(len(anom), int)]
-def parse_sweep(item: str):
-    w, _, sigma = item.partition("@")
-    return tuple(float(v) for v in w.split(",")), float(sigma) if sigma else mcfg.sigma
-
-
-sweeps = [parse_sweep(w) for w in args.sweep.split(";") if w]
 maps_by_w = {w: AnomalyMap(S, w[1], w[0]) for w in sweeps}
 scores, swept = [], {w: [] for w in sweeps}
 with torch.inference_mode():
