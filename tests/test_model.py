@@ -117,15 +117,21 @@ def test_training_lowers_the_loss(syn_data):
 
 
 def test_deploy_model_normalises(tiny_ckpt):
+    """The checkpoint's statistics applied to the raw map and score: 0 at `low`, 0.5 at the threshold."""
     from hfr_edge.checkpoint import load_deploy_model
+    from hfr_edge.model import amap_for
 
     module, cfg, stats = load_deploy_model(tiny_ckpt)
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        m, s = module(torch.rand(3, 3, 64, 64))
-        enc, dec = module.model(torch.rand(1, 3, 64, 64))
-    assert m.shape == (3, 1, 64, 64) and s.shape == (3,)
-    assert torch.allclose(s, m.amax(dim=(1, 2, 3)), atol=1e-6)
+        m, s = module(x)
+        raw_m, raw_s = amap_for(cfg)(*module.model(x))
     assert isinstance(module, DeployModel)
+    assert m.shape == (3, 1, 64, 64) and s.shape == (3,)
+    assert stats.low > 0 and stats.threshold > stats.low  # a formula without either term would differ
+    assert torch.allclose(m, 0.5 * (raw_m - stats.low) / (stats.threshold - stats.low), atol=1e-6)
+    assert torch.allclose(s, 0.5 * (raw_s - stats.low) / (stats.threshold - stats.low), atol=1e-6)
+    assert torch.allclose(s, m.amax(dim=(1, 2, 3)), atol=1e-6)  # score "max": the normalised map's max
 
 
 def test_mean_score_and_zero_weight_levels():
