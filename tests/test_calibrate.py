@@ -139,5 +139,21 @@ def test_report_with_labelled_eval(tiny_model_onnx, syn_data, tmp_path):
     rep = json.loads((tmp_path / "m.int8.calib.json").read_text())
     e = rep["eval"]
     assert set(e["fp32"]) == {"image_auroc", "pixel_auroc", "aupro", "f1_max"}
-    assert abs(e["image_auroc_drop"]) <= 1 and 0 <= e["agreement"]["verdict_flips"] <= 1
-    assert out.is_file()
+    # measured: AUROC 0.9375 both, pixel AUROC 0.983 / 0.984, Spearman 0.97, map error 0.03, no flip
+    assert e["image_auroc_drop"] == pytest.approx(e["fp32"]["image_auroc"] - e["int8"]["image_auroc"])
+    assert e["fp32"]["image_auroc"] >= 0.75 and abs(e["image_auroc_drop"]) <= 0.1
+    assert abs(e["pixel_auroc_drop"]) <= 0.02
+    a = e["agreement"]
+    assert a["n_frames"] == 12 and a["spearman_score"] >= 0.8 and a["verdict_flips"] <= 0.1
+    assert 0 < a["map_mean_rel_error"] < 0.15  # int8 differs from fp32 (it is not the fp32 graph twice), a little
+
+    # the graph itself, run here without the report's code: close to fp32 on the test images
+    import onnxruntime as ort
+
+    from hfr_edge.data import load_items, open_dataset
+
+    x, _, _, _ = load_items(open_dataset(str(syn_data)).test, 64)
+    m32, s32 = ort.InferenceSession(str(tiny_model_onnx), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    m8, s8 = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    assert np.abs(m8 - m32).mean() / np.abs(m32).mean() < 0.15
+    assert spearman(s32, s8) >= 0.8 and np.abs(s8 - s32).max() < 0.1
