@@ -78,11 +78,22 @@ def test_weights_file_errors(tmp_path):
 
 
 def test_resnet18_loads_a_torchvision_format_file(tmp_path):
+    """Every tensor of the file ends up in the network, none is left at its initial value."""
     from hfr_edge.backbones import _make
 
+    torch.manual_seed(1)
+    sd = _make("resnet18").state_dict()  # same keys as torchvision's file
+    sd["bn1.running_mean"] = torch.linspace(-1, 1, 64)  # values no initialisation gives
+    sd["layer4.1.bn2.running_var"] = torch.linspace(0.5, 2, 512)
     f = tmp_path / "resnet18.pth"
-    torch.save(_make("resnet18").state_dict(), f)  # same keys as torchvision's file
+    torch.save(sd, f)
     net = load_backbone("resnet18", weights=str(f))
+    got = net.state_dict()
+    assert got.keys() == sd.keys()
+    assert all(torch.equal(got[k], sd[k]) for k in sd)
+    fresh = load_backbone("resnet18", pretrained=False)
+    assert not torch.equal(fresh.state_dict()["conv1.weight"], got["conv1.weight"])
+    assert not torch.equal(fresh.state_dict()["bn1.running_mean"], got["bn1.running_mean"])
     assert not net.training
 
 
