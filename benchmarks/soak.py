@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     model = Path(a.model) if a.model else toy_model(work) if a.toy else tiny_model(work)
-    from hfr_edge.artifact import load_meta
+    from hfr_edge.base.artifact import load_meta
 
     size = load_meta(model).image_size
     print(f"model {model} ({size} px); making a {a.frames}-frame video ...", file=sys.stderr)
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     res.update(cores=os.cpu_count(), loadavg_after=os.getloadavg())
     print(table(res))
     if a.json:
-        from hfr_edge.fsio import write_json_atomic
+        from hfr_edge.base.fsio import write_json_atomic
 
         write_json_atomic(a.json, res)
         print(f"wrote {a.json}", file=sys.stderr)

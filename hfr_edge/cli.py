@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from .errors import HfrError
+from .base.errors import HfrError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="HFR-AE anomaly detection: train -> export -> calibrate -> build -> run, for NVIDIA Jetson.")

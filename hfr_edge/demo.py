@@ -24,11 +24,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import typer
 
-from .errors import HfrError
-from .fsio import write_bytes_atomic, write_json_atomic
+from .base.contract import PRECISIONS
+from .base.errors import HfrError
+from .base.fsio import write_bytes_atomic, write_json_atomic
 
 MARKER = ".hfr-edge-demo"  # marks OUT as a demo folder, so a rerun may replace data/ and figures/
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _metrics(rep: dict) -> dict:
 def _write_video(path: Path, data: Path, size: int, fps: float) -> int:
     """The test images (sorted by defect and name) as an mp4 video, written atomically."""
     from .data import open_dataset
-    from .runtime.processing import cv2_module, resize_rgb
+    from .base.images import cv2_module, resize_rgb
 
     cv2 = cv2_module()
     items = sorted(open_dataset(str(data)).test, key=lambda it: it.key)
@@ -151,7 +151,8 @@ def _write_video(path: Path, data: Path, size: int, fps: float) -> int:
 
 
 def _build_engines(out: Path, graphs: Dict[str, Path]) -> Dict[str, Path]:
-    from .build.engine import api_of, build_engine, import_tensorrt
+    from .build.engine import api_of, build_engine
+    from .runtime.trtinfo import import_tensorrt
     from .build.plan import make_plan
 
     trt = import_tensorrt()

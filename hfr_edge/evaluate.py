@@ -15,7 +15,8 @@ import numpy as np
 import typer
 from typing_extensions import Annotated
 
-from .errors import HfrError
+from .base.contract import THRESHOLD
+from .base.errors import HfrError
 
 CHUNK = 64  # images per evaluation step: bounds memory on large test sets
 
@@ -108,7 +109,7 @@ def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional
 
 def _figures(folder: Path, ds, r: Scores, size: int) -> None:
     from .figures import save_best_worst, save_roc_png
-    from .runtime.processing import resize_rgb
+    from .base.images import resize_rgb
 
     folder.mkdir(parents=True, exist_ok=True)
     save_roc_png(folder / "roc.png", r.labels, r.scores, "image ROC")
@@ -125,8 +126,8 @@ def _figures(folder: Path, ds, r: Scores, size: int) -> None:
 
 
 def _mistakes(r: Scores, k: int) -> List[int]:
-    wrong = np.where((r.scores >= 0.5) != (r.labels == 1))[0]
-    margin = np.abs(r.scores[wrong] - 0.5)
+    wrong = np.where((r.scores >= THRESHOLD) != (r.labels == 1))[0]
+    margin = np.abs(r.scores[wrong] - THRESHOLD)
     return wrong[np.argsort(-margin)][:k].tolist()
 
 
@@ -153,7 +154,7 @@ def eval_command(
     provider: Annotated[str, typer.Option(help="ONNX Runtime provider: auto|tensorrt|cuda|cpu")] = "auto",
 ) -> None:
     """Evaluate an artifact: image AUROC, pixel AUROC, AUPRO, F1-max, per defect type."""
-    from .fsio import write_json_atomic
+    from .base.fsio import write_json_atomic
 
     if figures and Path(figures).exists() and not Path(figures).is_dir():
         raise HfrError(f"--figures {figures}: is a file; give a folder for the PNGs")

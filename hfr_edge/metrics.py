@@ -11,7 +11,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import HfrError
+from .base.errors import HfrError
+from .base.images import cv2_module
 
 
 def _as_pair(labels, scores, what: str = "scores") -> Tuple[np.ndarray, np.ndarray]:
@@ -82,8 +83,6 @@ def f1_max(labels, scores) -> Tuple[Optional[float], Optional[float]]:
 
 def _region_weights(masks: np.ndarray) -> Tuple[np.ndarray, int]:
     """Per pixel: 1/area of its ground-truth region (8-connected), 0 outside; and the region count."""
-    from .runtime.processing import cv2_module  # noqa: PLC0415
-
     cv2 = cv2_module()
     weights = np.zeros(masks.shape, np.float64)
     n_regions = 0

@@ -20,7 +20,7 @@ import typer
 from typing_extensions import Annotated
 
 from .config import SCORES, ModelConfig, NormStats, TrainConfig
-from .errors import HfrError
+from .base.errors import HfrError
 
 FEATURE_CACHE_BYTES = 6 << 30  # keep encoder features in memory up to this size
 

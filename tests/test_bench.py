@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 from hfr_edge.runtime.bench import bench, format_report
 
 KEYS = {"artifact", "backend", "precision", "batch", "iterations", "warmup", "image_size", "p50_ms", "p90_ms",

@@ -12,12 +12,12 @@ import types
 
 import pytest
 
-from hfr_edge.artifact import ArtifactMeta, load_meta
+from hfr_edge.base.artifact import ArtifactMeta, load_meta
 from hfr_edge.build import engine as engine_mod
 from hfr_edge.build.command import find_calib_images, parse_batch, parse_size, source_step
 from hfr_edge.build.engine import build_engine
 from hfr_edge.build.plan import make_plan
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 from hfr_edge.runtime.trtinfo import gpu_info, trt_version
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 from hfr_edge.runtime.run import run
 
 cv2 = pytest.importorskip("cv2")

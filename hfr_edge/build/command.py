@@ -13,8 +13,8 @@ from typing import Optional, Tuple
 
 import typer
 
-from ..artifact import ArtifactMeta, load_meta
-from ..errors import HfrError
+from ..base.artifact import ArtifactMeta, load_meta
+from ..base.errors import HfrError
 from ..calib.defaults import DEFAULT_METHOD, int8_name
 from ..runtime.trtinfo import describe_missing
 
@@ -146,7 +146,8 @@ def build_command(
         model_path, meta, step = existing, load_meta(existing), "as_is"
     images = find_calib_images(model_path, meta, calib) if step == "calibrate" else None
 
-    from .engine import api_of, build_engine, import_tensorrt  # noqa: PLC0415
+    from ..runtime.trtinfo import import_tensorrt  # noqa: PLC0415
+    from .engine import api_of, build_engine  # noqa: PLC0415
     from .plan import make_plan  # noqa: PLC0415
 
     trt = import_tensorrt()

@@ -9,25 +9,17 @@ lazily, so this module imports on a machine without it.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ..artifact import INPUT_NAME, ArtifactMeta, drop_stale_meta, load_meta, write_meta
-from ..errors import HfrError
-from ..fsio import atomic_path, write_bytes_atomic
-from ..runtime.trtinfo import engine_fingerprint
+from ..base.artifact import ArtifactMeta, drop_stale_meta, load_meta, write_meta
+from ..base.contract import INPUT_NAME
+from ..base.errors import HfrError
+from ..base.fsio import atomic_path, sha256_file, write_bytes_atomic
+from ..runtime.trtinfo import engine_fingerprint, import_tensorrt
 from .plan import BuildPlan
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt  # noqa: PLC0415
-    except Exception as exc:  # noqa: BLE001 - ImportError or a broken install
-        raise HfrError(f"cannot import tensorrt ({type(exc).__name__}: {exc}); see `hfr-edge doctor`") from None
-    return trt
 
 
 def api_of(trt) -> Dict[str, bool]:
@@ -36,14 +28,6 @@ def api_of(trt) -> Dict[str, bool]:
     return {"explicit_batch_flag": hasattr(ncf, "EXPLICIT_BATCH"), "strongly_typed": hasattr(ncf, "STRONGLY_TYPED"),
             "precision_flags": hasattr(bf, "FP16") and hasattr(bf, "INT8"),
             "memory_pool_limit": hasattr(trt.IBuilderConfig, "set_memory_pool_limit")}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _parse(trt, network, logger, onnx_path: Path):

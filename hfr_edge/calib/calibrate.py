@@ -13,11 +13,11 @@ from typing import Optional
 
 import numpy as np
 
-from ..artifact import ArtifactMeta, drop_stale_meta, load_meta, sidecar, write_meta
-from ..errors import HfrError
+from ..base.artifact import ArtifactMeta, drop_stale_meta, load_meta, sidecar, write_meta
+from ..base.errors import HfrError
 from ..export.graph import graph_meta, load_onnx, set_graph_meta
-from ..fsio import atomic_path, write_json_atomic
-from ..runtime.processing import preprocess
+from ..base.fsio import atomic_path, write_json_atomic
+from ..base.images import preprocess
 from .frames import collect_frames
 from .qdq import METHODS, qdq_problems, quantize
 

@@ -1,6 +1,6 @@
 """fp32 graph -> explicit INT8 (Q/DQ) graph that TensorRT 8.5 to 11 builds as written.
 
-ONNX Runtime static quantization in QDQ format with TensorRT's rules (DESIGN.md 3): symmetric
+ONNX Runtime static quantization in QDQ format with TensorRT's rules: symmetric
 int8 (zero point 0) activations and weights, per-channel weights, only Conv / ConvTranspose /
 Gemm / MatMul quantized (on their inputs, as TensorRT's own toolkits do), bias left in float,
 the fusion tail and the outputs excluded, no Q/DQ in front of Resize. ORT's pre-processing pass
@@ -20,7 +20,8 @@ from typing import List
 
 import numpy as np
 
-from ..errors import HfrError
+from ..base.contract import INPUT_NAME
+from ..base.errors import HfrError
 from ..export.graph import MODEL_SCOPE
 
 QUANT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
@@ -41,7 +42,7 @@ class _Reader:
             return None
         b = self.x[self.i:self.i + self.batch]
         self.i += self.batch
-        return {"image": np.ascontiguousarray(b)}
+        return {INPUT_NAME: np.ascontiguousarray(b)}
 
     def rewind(self):
         self.i = 0

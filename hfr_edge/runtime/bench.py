@@ -12,8 +12,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import typer
 
-from ..errors import HfrError
-from ..fsio import write_json_atomic
+from ..base.errors import HfrError
+from ..base.fsio import write_json_atomic
 from .runner import default_artifact, open_runner
 
 CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")

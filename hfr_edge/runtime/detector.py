@@ -7,8 +7,9 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import HfrError
-from .processing import preprocess
+from ..base.contract import MAP_NAME, SCORE_NAME, THRESHOLD
+from ..base.errors import HfrError
+from ..base.images import preprocess
 from .runner import Runner
 
 
@@ -16,13 +17,13 @@ class Detector:
     def __init__(self, runner: Runner):
         self.runner = runner
         self.size: int = runner.meta.image_size
-        self.threshold: float = 0.5  # outputs are normalised: 0.5 is the decision threshold
+        self.threshold: float = THRESHOLD  # outputs are normalised: THRESHOLD is the decision threshold
 
     def _chunk(self, n: int) -> int:
         return self.runner.max_batch or max(n, 1)
 
     def predict(self, frames: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-        """Frames of any size, RGB or gray (see processing.to_rgb_uint8) -> maps float32 (N, S, S),
+        """Frames of any size, RGB or gray (see base.images.to_rgb_uint8) -> maps float32 (N, S, S),
         scores float32 (N,). Pre-processes straight into the runner's pinned buffer where it has one."""
         frames = list(frames)
         step = self._chunk(len(frames))
@@ -52,7 +53,7 @@ class Detector:
 
     def _run(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         out = self.runner.infer({self.runner.input_name: x})
-        return out["anomaly_map"][:, 0], out["score"]
+        return out[MAP_NAME][:, 0], out[SCORE_NAME]
 
     def _join(self, maps: List[np.ndarray], scores: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         if not maps:

@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..errors import HfrError, first_line
+from ..base.errors import HfrError, first_line
 from .runner import Runner
 
 PROVIDERS = {  # --provider value -> ONNX Runtime execution provider, in "auto" order

@@ -21,13 +21,11 @@ from typing import Optional
 import numpy as np
 import typer
 
-from ..errors import HfrError
-from .processing import preprocess
+from ..base.contract import MAP_NAME, SCORE_NAME, THRESHOLD
+from ..base.errors import HfrError
+from ..base.images import preprocess
 from .sinks import AnomalySaver, Display, JsonlSink, Stats, VideoSink, annotate, write_summary
 from .sources import open_source
-
-DEFAULT_THRESHOLD = 0.5  # every artifact's outputs are normalised so 0.5 is the decision threshold
-
 
 class _StopFlag:
     signal: Optional[str] = None  # name of the first signal received
@@ -81,7 +79,7 @@ def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optio
         path, why = default_artifact()
         print(f"hfr-edge: {why}", file=log)
         model = str(path)
-    thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    thr = THRESHOLD if threshold is None else float(threshold)
     with contextlib.ExitStack() as stack:
         runner = stack.enter_context(open_runner(model, provider=provider))
         src = stack.enter_context(open_source(camera, source, width=width, height=height, fps=fps,
@@ -139,9 +137,9 @@ def _loop(src, runner, size, thr, display, video, jsonl_sink, saver, stats, flag
         t2 = pc()
         out = runner.infer(feed)
         t3 = pc()
-        score = float(out["score"][0])
+        score = float(out[SCORE_NAME][0])
         bad = score >= thr
-        overlay = annotate(frame.rgb, out["anomaly_map"][0, 0], score, bad) if need_overlay else None
+        overlay = annotate(frame.rgb, out[MAP_NAME][0, 0], score, bad) if need_overlay else None
         t4 = pc()
         if jsonl_sink is not None:
             jsonl_sink.write({"frame": frame.index, "time": round(frame.time, 6), "source": frame.name,
