@@ -97,7 +97,7 @@ if "calib" not in skip:
 
 # 3. runtime speed ------------------------------------------------------------------------------
 if "speed" not in skip:
-    from hfr_edge.runtime.bench import bench
+    from hfr_edge.artifacts import bench
 
     arts = [("pytorch eager", ckpt), ("onnx fp32", fp32), ("onnx fp16", fp16)]
     if "calib" not in skip:

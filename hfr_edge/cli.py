@@ -32,7 +32,7 @@ COMMANDS = [
     ("calibrate", "hfr_edge.calib.command", "calibrate_command"),
     ("build", "hfr_edge.build.command", "build_command"),
     ("run", "hfr_edge.runtime.run", "run_command"),
-    ("bench", "hfr_edge.runtime.bench", "bench_command"),
+    ("bench", "hfr_edge.artifacts", "bench_command"),
     ("doctor", "hfr_edge.doctor", "doctor_command"),
     ("demo", "hfr_edge.demo", "demo_command"),
 ]

@@ -197,7 +197,7 @@ def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None,
     from .evaluate import evaluate
     from .export.fp16 import convert_fp16
     from .export.onnx_export import export_onnx
-    from .runtime.bench import bench
+    from .artifacts import bench
     from .runtime.run import run
     from .runtime.runner import tensorrt_usable
     from .synthetic import make_dataset

@@ -1,6 +1,6 @@
 """`hfr-edge eval ARTIFACT DATA`: image AUROC, pixel AUROC, AUPRO, F1-max (and per defect) of any
-artifact. A checkpoint runs in PyTorch; .onnx and .engine run through the runtime's Detector, so
-what is measured is what deploys. Shared with `calibrate` (fp32 vs int8) and `demo`."""
+artifact, through the runtime's Detector (a checkpoint in PyTorch behind the same runner
+interface), so what is measured is what deploys. Shared with `compare` (fp32 vs int8) and `demo`."""
 
 from __future__ import annotations
 
@@ -35,26 +35,12 @@ class Scores:
 
 @contextlib.contextmanager
 def open_scorer(artifact: str, provider: str = "auto") -> Iterator[Tuple[Callable, int, str, str]]:
-    """(predict(x float32 (N,3,S,S)) -> (maps (N,S,S), scores (N,)), image size, backend, precision)."""
-    p = Path(artifact)
-    if p.suffix in (".pt", ".pth", ".ckpt"):
-        import torch
-
-        from .checkpoint import load_deploy_model
-
-        module, cfg, _ = load_deploy_model(p)
-
-        def predict(x):
-            with torch.inference_mode():
-                m, s = module(torch.from_numpy(x))
-            return m.numpy()[:, 0], s.numpy()
-
-        yield predict, cfg.image_size, "pytorch (eager, cpu)", "fp32"
-        return
+    """(predict(x float32 (N,3,S,S)) -> (maps (N,S,S), scores (N,)), image size, backend, precision)
+    of any artifact: a checkpoint in PyTorch, a graph or an engine through the runtime."""
+    from .artifacts import open_artifact
     from .runtime.detector import Detector
-    from .runtime.runner import open_runner
 
-    with open_runner(p, provider=provider) as runner:
+    with open_artifact(artifact, provider=provider) as runner:
         det = Detector(runner)
         yield det.predict_batch, det.size, runner.backend, runner.meta.precision
 
