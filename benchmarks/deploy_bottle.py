@@ -12,6 +12,7 @@
 """
 
 import argparse
+import io
 import json
 import subprocess
 import sys
@@ -36,11 +37,12 @@ if not ckpt.is_file():
     sys.exit(1)
 
 
-from hfr_edge.calib.calibrate import agreement, calibrate_model  # noqa: E402
+from hfr_edge.compare import agreement  # noqa: E402
 from hfr_edge.data import open_dataset  # noqa: E402
 from hfr_edge.evaluate import open_scorer, score_items  # noqa: E402
 from hfr_edge.export.onnx_export import export_onnx  # noqa: E402
 from hfr_edge.metrics import summarize  # noqa: E402
+from hfr_edge.variants import calibrate_model  # noqa: E402
 
 work = Path(tempfile.mkdtemp(prefix="hfr-deploy-"))
 out = {}
@@ -79,7 +81,7 @@ if "calib" not in skip:
     for method in ("minmax", "entropy", "percentile"):
         t0 = time.time()
         q = calibrate_model(str(fp32), str(data / "train" / "good"), str(work / f"model.{method}.int8.onnx"), n=100,
-                            method=method, report=False, log=lambda m: None)
+                            method=method, report=False, log=io.StringIO())
         cal_s = time.time() - t0
         r8, m8 = scored(q)
         ag = agreement(r32.scores, r32.maps, r8.scores, r8.maps)

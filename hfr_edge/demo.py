@@ -193,14 +193,13 @@ def machine() -> dict:
 def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None,
          log: Optional[Callable[[str], None]] = None) -> dict:
     """Run every stage into folder `out`; returns the summary (also OUT/summary.json)."""
-    from .calib.calibrate import calibrate_model
     from .evaluate import evaluate
-    from .export.fp16 import convert_fp16
     from .export.onnx_export import export_onnx
     from .artifacts import bench
     from .runtime.run import run
     from .runtime.runner import tensorrt_usable
     from .synthetic import make_dataset
+    from .variants import calibrate_model, make_fp16
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     cfg = cfg or (QUICK if quick else DemoConfig())
@@ -226,9 +225,9 @@ def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None,
     with stage("export fp32"), _quiet():
         export_onnx(str(ckpt), str(graphs["fp32"]), precision="fp32")
     with stage("export fp16"), _quiet():
-        convert_fp16(graphs["fp32"], graphs["fp16"])  # what `export --precision fp16` does, without re-tracing
+        make_fp16(graphs["fp32"], graphs["fp16"])  # what `export --precision fp16` does, without re-tracing
     with stage("calibrate int8"), _quiet():
-        calibrate_model(graphs["fp32"], str(data / "train" / "good"), graphs["int8"], log=lambda m: None)
+        calibrate_model(graphs["fp32"], str(data / "train" / "good"), graphs["int8"])
     with stage("eval onnx fp32, fp16, int8"), _quiet():
         for prec in PRECISIONS:
             r = evaluate(str(graphs[prec]), str(data))

@@ -85,22 +85,6 @@ def _fresh_int8(int8_path: Path, fp32_path: Path) -> bool:
         return False
 
 
-def _convert_fp16(model_path: Path) -> Path:
-    from ..export.fp16 import convert_fp16  # noqa: PLC0415
-
-    out = model_path.with_name(f"{model_path.stem}.fp16.onnx")
-    print(f"converting {model_path} to fp16: {out}")
-    return Path(convert_fp16(model_path, out))
-
-
-def _calibrate(model_path: Path, images: Path, n: int, method: str) -> Path:
-    from ..calib.calibrate import calibrate_model  # noqa: PLC0415
-
-    out = int8_name(model_path)
-    print(f"calibrating {model_path} with up to {n} images from {images} ({method}): {out}")
-    return Path(calibrate_model(model_path, str(images), out, n=n, method=method))
-
-
 def build_command(
     model: Optional[str] = typer.Argument(None, metavar="MODEL", help="ONNX graph to build (default: model.onnx here)."),
     fp16: bool = typer.Option(False, "--fp16", help="Build in fp16 (converts an fp32 graph first)."),
@@ -153,11 +137,14 @@ def build_command(
     trt = import_tensorrt()
     target = requested or meta.precision
     make_plan(trt.__version__, api_of(trt), target)  # refuse an unusable TensorRT before the slow steps
+    from ..variants import calibrate_model, make_fp16  # noqa: PLC0415
+
     graph = model_path
     if step == "fp16":
-        graph = _convert_fp16(model_path)
+        graph = make_fp16(model_path)
     elif step == "calibrate":
-        graph = _calibrate(model_path, images, n, method)
+        print(f"calibrating {model_path} with up to {n} images from {images} ({method}): {int8_name(model_path)}")
+        graph = calibrate_model(model_path, str(images), int8_name(model_path), n=n, method=method)
     graph_precision = load_meta(graph).precision
     plan = make_plan(trt.__version__, api_of(trt), graph_precision, target if target != graph_precision else None)
     for note in plan.notes:

@@ -21,7 +21,7 @@ def calibrate_command(
     normal_class: Annotated[Optional[str], typer.Option("--normal-class", help="--eval one-class protocol: the normal class")] = None,
 ) -> None:
     """Calibrate an fp32 graph into an explicit INT8 (Q/DQ) graph for TensorRT, and report its accuracy."""
-    from .calibrate import calibrate_model
+    from ..variants import calibrate_model
 
     calibrate_model(model, images, output, n=n, method=method, eval_data=eval_data, eval_format=fmt,
                     eval_normal_class=normal_class)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import glob as globmod
 import os
-import sys
 from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
 
+from ..base import console
 from ..base.errors import HfrError
 from ..base.images import cv2_module, list_images, read_image
 
@@ -56,7 +56,7 @@ def _video_frames(path: str, n: int) -> List[np.ndarray]:
 
 def collect_frames(spec: str, n: int, warn=None) -> Tuple[List[np.ndarray], List[str]]:
     """Decoded RGB frames and their names from a folder, video file or glob, evenly sampled to n."""
-    warn = warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
+    warn = warn or console.warn
     if n < 1:
         raise HfrError(f"-n {n}: need at least one calibration image")
     p = Path(spec)
