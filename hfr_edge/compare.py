@@ -40,13 +40,14 @@ def compare_frames(fp32: str, int8: str, x: np.ndarray) -> dict:
     return agreement(s32, m32, s8, m8)
 
 
-def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None) -> dict:
+def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
+                       test: Optional[str] = None) -> dict:
     """Image/pixel metrics of both artifacts on a labelled test set, their drops and their agreement."""
     from .data import open_dataset
     from .evaluate import open_scorer, score_items
     from .metrics import summarize
 
-    ds = open_dataset(data, fmt, normal_class=normal_class)
+    ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if not ds.test:
         raise HfrError(f"--eval {data}: has no test images")
     out = {}
