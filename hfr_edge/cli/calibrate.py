@@ -18,7 +18,7 @@ def calibrate_command(
     method: Annotated[str, typer.Option(help="Activation ranges: minmax | entropy | percentile")] = DEFAULT_METHOD,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="int8 graph to write (default: <model>.int8.onnx)")] = None,
     eval_data: Annotated[Optional[str], typer.Option("--eval", help="Labelled dataset: report fp32 vs int8 AUROC on its test set")] = None,
-    test: Annotated[Optional[str], typer.Option("--test", help=f"--eval, {TEST_HELP}")] = None,
+    test: Annotated[Optional[str], typer.Option("--test", help=f"--eval: {TEST_HELP}")] = None,
     fmt: Annotated[str, typer.Option("--format", help=f"--eval: {FORMAT_HELP}")] = "auto",
     normal_class: Annotated[Optional[str], typer.Option("--normal-class", help=f"--eval: {NORMAL_CLASS_HELP}")] = None,
 ) -> None:
