@@ -9,7 +9,7 @@ from pathlib import Path
 from .runtime import bench as runtime_bench
 from .runtime.runner import Runner, open_runner
 
-CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")  # torch_runner's, repeated here so this module stays torch-free
+CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")  # a PyTorch checkpoint, as `hfr-edge train` writes it
 
 
 def open_artifact(path, provider: str = "auto") -> Runner:
