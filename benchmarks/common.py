@@ -53,7 +53,7 @@ def table(rows, cols) -> str:
 
 
 def write_json(name: str, obj) -> Path:
-    from hfr_edge.fsio import write_json_atomic
+    from hfr_edge.base.fsio import write_json_atomic
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     p = RESULTS / name

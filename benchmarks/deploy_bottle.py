@@ -12,6 +12,7 @@
 """
 
 import argparse
+import io
 import json
 import subprocess
 import sys
@@ -36,11 +37,12 @@ if not ckpt.is_file():
     sys.exit(1)
 
 
-from hfr_edge.calib.calibrate import agreement, calibrate_model  # noqa: E402
+from hfr_edge.compare import agreement  # noqa: E402
 from hfr_edge.data import open_dataset  # noqa: E402
 from hfr_edge.evaluate import open_scorer, score_items  # noqa: E402
 from hfr_edge.export.onnx_export import export_onnx  # noqa: E402
 from hfr_edge.metrics import summarize  # noqa: E402
+from hfr_edge.variants import calibrate_model  # noqa: E402
 
 work = Path(tempfile.mkdtemp(prefix="hfr-deploy-"))
 out = {}
@@ -79,7 +81,7 @@ if "calib" not in skip:
     for method in ("minmax", "entropy", "percentile"):
         t0 = time.time()
         q = calibrate_model(str(fp32), str(data / "train" / "good"), str(work / f"model.{method}.int8.onnx"), n=100,
-                            method=method, report=False, log=lambda m: None)
+                            method=method, report=False, log=io.StringIO())
         cal_s = time.time() - t0
         r8, m8 = scored(q)
         ag = agreement(r32.scores, r32.maps, r8.scores, r8.maps)
@@ -97,7 +99,7 @@ if "calib" not in skip:
 
 # 3. runtime speed ------------------------------------------------------------------------------
 if "speed" not in skip:
-    from hfr_edge.runtime.bench import bench
+    from hfr_edge.artifacts import bench
 
     arts = [("pytorch eager", ckpt), ("onnx fp32", fp32), ("onnx fp16", fp16)]
     if "calib" not in skip:
@@ -119,7 +121,7 @@ if "speed" not in skip:
     fps_runs = []
     for _ in range(3):  # the video is short: repeat and keep the median
         subprocess.run([sys.executable, "-m", "hfr_edge", "run", str(fp32), "--source", str(vid), "--headless",
-                        "--summary", str(summ), "--provider", "cpu"], check=True, capture_output=True)
+                        "--json", str(summ), "--provider", "cpu"], check=True, capture_output=True)
         fps_runs.append(json.loads(summ.read_text())["fps"])
     run_fps = float(np.median(fps_runs))
     b32 = srow[1]["throughput_fps"]

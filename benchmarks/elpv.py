@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
 from hfr_edge.metrics import auroc  # noqa: E402
 from hfr_edge.model import AnomalyMap, DeployModel  # noqa: E402
-from hfr_edge.runtime.processing import preprocess  # noqa: E402
+from hfr_edge.base.images import preprocess  # noqa: E402
 from hfr_edge.train import fit, parse_triple  # noqa: E402
 
 images, probs, types = load_dataset()

@@ -24,7 +24,7 @@ def torch_latency(out: Path) -> int:
         out.write_text(json.dumps(res, indent=2))
         return 1
     from hfr_edge.config import ModelConfig, NormStats
-    from hfr_edge.errors import HfrError
+    from hfr_edge.base.errors import HfrError
     from hfr_edge.model import HFRAE, DeployModel
 
     cfg = ModelConfig()

@@ -95,7 +95,7 @@ def soak(model: Path, video: Path, frames: int, work: Path, every: float = 1.0) 
     """Run, sample, and judge: the results dict (windows 'first' and 'last', growth, change, pass)."""
     jsonl, summary = work / "soak.jsonl", work / "soak.summary.json"
     cmd = [sys.executable, "-m", "hfr_edge", "run", str(model), "--source", str(video), "--headless",
-           "--provider", "cpu", "--jsonl", str(jsonl), "--summary", str(summary), "--stats-every", "30"]
+           "--provider", "cpu", "--jsonl", str(jsonl), "--json", str(summary), "--stats-every", "30"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     samples = []  # (wall time, rss MB, cpu s)
     t0 = time.time()
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     model = Path(a.model) if a.model else toy_model(work) if a.toy else tiny_model(work)
-    from hfr_edge.artifact import load_meta
+    from hfr_edge.base.artifact import load_meta
 
     size = load_meta(model).image_size
     print(f"model {model} ({size} px); making a {a.frames}-frame video ...", file=sys.stderr)
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     res.update(cores=os.cpu_count(), loadavg_after=os.getloadavg())
     print(table(res))
     if a.json:
-        from hfr_edge.fsio import write_json_atomic
+        from hfr_edge.base.fsio import write_json_atomic
 
         write_json_atomic(a.json, res)
         print(f"wrote {a.json}", file=sys.stderr)

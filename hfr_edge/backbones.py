@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import HfrError
+from .base.errors import HfrError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The checkpoint contract (DESIGN.md 3): a plain dict that `torch.load(weights_only=True)`
+"""The checkpoint contract: a plain dict that `torch.load(weights_only=True)`
 reads without running code, carrying everything export needs (no weights package, no network)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Tuple
 import torch
 
 from .config import CKPT_FORMAT, CKPT_VERSION, ModelConfig, NormStats
-from .errors import HfrError
-from .fsio import atomic_path
+from .base.errors import HfrError
+from .base.fsio import atomic_path
 from .model import HFRAE, DeployModel
 
 

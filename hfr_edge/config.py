@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Tuple
 
-from .errors import HfrError
+from .base.errors import HfrError
 
 CKPT_FORMAT = "hfr-edge-checkpoint"
 CKPT_VERSION = 1

@@ -24,12 +24,14 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import HfrError
-from .runtime import processing
+from .base.console import show
+from .base.errors import HfrError
+from .base import console
+from .base.images import (IMAGE_EXTS, is_dir, list_images, preprocess, read_image, read_mask, resize_mask,
+                          unreadable_folder)
 
 FORMATS = ("auto", "mvtec", "folder", "mnist", "fashion-mnist", "cifar10")
 ONE_CLASS_FORMATS = ("mnist", "fashion-mnist", "cifar10")  # the one-class protocol, --normal-class
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                    "sandal", "shirt", "sneaker", "bag", "ankle-boot")
@@ -58,78 +60,17 @@ class Dataset:
     normal_class: Optional[str]  # canonical class name for one-class formats, else None
 
 
-def show(path: str) -> str:
-    """A path printable on any terminal (undecodable bytes of non-UTF-8 names become U+FFFD)."""
-    return os.fsencode(path).decode("utf-8", "replace")
-
-
 # ---------------------------------------------------------------- image files
-
-
-def _unreadable(folder: str, exc: OSError) -> HfrError:
-    return HfrError(f"{show(folder)}: cannot read folder ({exc.strerror or exc}); check the path and permissions")
 
 
 def _subdirs(folder: str) -> List[str]:
     """Non-hidden sub-folders (symlinks followed), sorted by name bytes."""
     try:
         with os.scandir(folder) as it:
-            names = [e.name for e in it if not e.name.startswith(".") and _is_dir(e)]
+            names = [e.name for e in it if not e.name.startswith(".") and is_dir(e)]
     except OSError as exc:
-        raise _unreadable(folder, exc) from None
+        raise unreadable_folder(folder, exc) from None
     return sorted(names, key=os.fsencode)
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:  # e.g. a symlink to itself (ELOOP)
-        return False
-
-
-def _leads_up(entry: os.DirEntry) -> bool:
-    """A symlink to its own folder or an ancestor (a loop: following it would list the folders
-    above as if they were inside, e.g. test/good/up -> .. puts the defects among the good)."""
-    if not entry.is_symlink():
-        return False
-    target, here = os.path.realpath(entry.path), os.path.realpath(os.path.dirname(entry.path))
-    return here == target or here.startswith(target.rstrip(os.sep) + os.sep)
-
-
-def list_images(folder: str, exclude: Sequence[str] = ()) -> List[str]:
-    """Image files under `folder`, recursively, hidden entries skipped, symlinks followed (each
-    real folder visited once, links back up to an ancestor skipped), in a deterministic (byte-wise) order.
-    `exclude`: folders left out (e.g. a test folder inside the training folder)."""
-    found: List[str] = []
-    seen = set()
-    for ex in exclude:
-        try:
-            st = os.stat(ex)
-            seen.add((st.st_dev, st.st_ino))
-        except OSError:
-            pass
-    stack = [os.fspath(folder)]
-    while stack:
-        d = stack.pop()
-        try:
-            st = os.stat(d)
-        except OSError:
-            continue  # a broken symlink
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        try:
-            with os.scandir(d) as it:
-                entries = [e for e in it if not e.name.startswith(".")]
-        except OSError as exc:
-            raise _unreadable(d, exc) from None
-        for e in entries:
-            if _is_dir(e):
-                if not _leads_up(e):
-                    stack.append(e.path)
-            elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and os.path.isfile(e.path):
-                found.append(e.path)
-    return sorted(found, key=os.fsencode)
 
 
 def _images_or_fail(folder: str, what: str, exclude: Sequence[str] = ()) -> List[str]:
@@ -141,7 +82,7 @@ def _images_or_fail(folder: str, what: str, exclude: Sequence[str] = ()) -> List
 
 
 def _file_item(path: str, label: int, defect: str, load_mask=None) -> Item:
-    return Item(path, label, defect, functools.partial(processing.read_image, path), load_mask)
+    return Item(path, label, defect, functools.partial(read_image, path), load_mask)
 
 
 def _image_hw(path: str) -> Tuple[int, int]:
@@ -152,14 +93,14 @@ def _image_hw(path: str) -> Tuple[int, int]:
         with Image.open(path) as im:
             return im.size[1], im.size[0]
     except Exception:  # noqa: BLE001 - let the decoder name the problem
-        return processing.read_image(path).shape[:2]
+        return read_image(path).shape[:2]
 
 
 def _mvtec_mask(image_path: str, mask_path: Optional[str]) -> np.ndarray:
     hw = _image_hw(image_path)
     if mask_path is None:  # a good image: nothing anomalous
         return np.zeros(hw, bool)
-    return processing.read_mask(mask_path, hw)
+    return read_mask(mask_path, hw)
 
 
 # ---------------------------------------------------------------- folder formats
@@ -201,7 +142,7 @@ def _open_folder(root: str, test_dir: Optional[str]) -> Tuple[List[Item], List[I
             loose = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file()
                            and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS)
     except OSError as exc:
-        raise _unreadable(test_dir, exc) from None
+        raise unreadable_folder(test_dir, exc) from None
     if loose:
         raise HfrError(f"--test {show(test_dir)}: image {show(loose[0])} lies outside good/ and the defect "
                        f"subfolders; move it into one of them")
@@ -461,8 +402,8 @@ def open_dataset(path, fmt: str = "auto", normal_class: Union[int, str, None] = 
     return Dataset(root, fmt, train, test, has_masks, name)
 
 
-def load_items(items: Sequence[Item], size: int, with_masks: bool = False, warn: Callable[[str], None] = print
-               ) -> Tuple[np.ndarray, Optional[np.ndarray], List[Item], List[Tuple[str, str]]]:
+def load_items(items: Sequence[Item], size: int, with_masks: bool = False,
+               warn: Callable[[str], None] = console.warn) -> Tuple[np.ndarray, Optional[np.ndarray], List[Item], List[Tuple[str, str]]]:
     """Load and pre-process items -> (images float32 (N, 3, S, S) in [0, 1], masks bool (N, S, S)
     or None, items kept, (key, reason) skipped). Corrupt images are skipped with a warning; a
     missing or wrong-sized mask is an error (dropping defect images would bias the metrics)."""
@@ -484,9 +425,9 @@ def load_items(items: Sequence[Item], size: int, with_masks: bool = False, warn:
             warn(f"skipping {msg}" if msg.startswith(show(it.key)) else f"skipping {show(it.key)}: {msg}")
             continue
         k = len(kept)
-        processing.preprocess([img], size, out=x[k:k + 1])
+        preprocess([img], size, out=x[k:k + 1])
         if masks is not None:
-            masks[k] = processing.resize_mask(it.load_mask(), size)
+            masks[k] = resize_mask(it.load_mask(), size)
         kept.append(it)
     if items and not kept:
         raise HfrError(f"all {len(items)} images are unreadable (first: {show(skipped[0][0])}); check the dataset")

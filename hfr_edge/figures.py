@@ -1,6 +1,6 @@
 """Evaluation figures drawn with OpenCV (no matplotlib): ROC curve, case panels, best/worst cases.
 
-Maps are normalised (0.5 = decision threshold); a case is called anomalous when score >= 0.5.
+Maps are normalised (THRESHOLD, 0.5, is the decision threshold); a case is anomalous when score >= THRESHOLD.
 Every PNG is encoded in memory and written atomically.
 """
 
@@ -13,9 +13,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from . import metrics
-from .errors import HfrError
-from .fsio import write_bytes_atomic
-from .runtime.processing import cv2_module, heat_overlay, to_rgb_uint8
+from .base.contract import THRESHOLD
+from .base.errors import HfrError
+from .base.fsio import write_bytes_atomic
+from .base.images import cv2_module, heat_overlay, to_rgb_uint8
 
 FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 PANEL = 256  # height of each case panel, pixels
@@ -114,9 +115,9 @@ def _safe_name(name: str) -> str:
 
 
 def _margin(item: Dict) -> float:
-    """How right the verdict is: > 0 right, < 0 wrong (threshold 0.5 on the normalised score)."""
+    """How right the verdict is: > 0 right, < 0 wrong (THRESHOLD on the normalised score)."""
     s = float(item["score"])
-    return s - 0.5 if int(item["label"]) == 1 else 0.5 - s
+    return s - THRESHOLD if int(item["label"]) == 1 else THRESHOLD - s
 
 
 def save_best_worst(folder, items: Sequence[Dict], k: int = 4) -> List[Path]:
@@ -137,7 +138,7 @@ def save_best_worst(folder, items: Sequence[Dict], k: int = 4) -> List[Path]:
     for kind, idx in chosen:
         for rank, i in enumerate(idx, 1):
             it = items[i]
-            verdict = "ANOMALOUS" if float(it["score"]) >= 0.5 else "good"
+            verdict = "ANOMALOUS" if float(it["score"]) >= THRESHOLD else "good"
             truth = "anomalous" if int(it["label"]) == 1 else "good"
             path = folder / f"{kind}_{rank:02d}_{_safe_name(it['name'])}.png"
             caption = f"{it['name']}  score {float(it['score']):.3f}  {verdict} (truth: {truth})"

@@ -1,4 +1,5 @@
-"""Evaluation metrics: ROC / AUROC, F1-max and AUPRO, exact over all distinct thresholds.
+"""Evaluation metrics: ROC / AUROC, F1-max and AUPRO, exact over all distinct thresholds, and the
+rank statistics that compare two artifacts (Spearman's rho).
 
 numpy only (OpenCV, lazily, for the connected components of AUPRO); no torch. Every curve is
 built from one descending sort and cumulative sums, so millions of pixels take about a second.
@@ -11,7 +12,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import HfrError
+from .base.errors import HfrError
+from .base.images import cv2_module
 
 
 def _as_pair(labels, scores, what: str = "scores") -> Tuple[np.ndarray, np.ndarray]:
@@ -80,10 +82,29 @@ def f1_max(labels, scores) -> Tuple[Optional[float], Optional[float]]:
     return float(f1[i]), float(thr[i])
 
 
+def ranks(a) -> np.ndarray:
+    """Ranks 0..n-1 of a 1-D array, ties sharing their average rank."""
+    a = np.asarray(a)
+    order = np.argsort(a, kind="mergesort")
+    r = np.empty(len(a), np.float64)
+    r[order] = np.arange(len(a))
+    _, inv = np.unique(a, return_inverse=True)
+    return (np.bincount(inv, weights=r) / np.bincount(inv))[inv]
+
+
+def spearman(a, b) -> Optional[float]:
+    """Spearman's rank correlation of two equally long sequences; None for fewer than 2 values or a constant one."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2:
+        return None
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def _region_weights(masks: np.ndarray) -> Tuple[np.ndarray, int]:
     """Per pixel: 1/area of its ground-truth region (8-connected), 0 outside; and the region count."""
-    from .runtime.processing import cv2_module  # noqa: PLC0415
-
     cv2 = cv2_module()
     weights = np.zeros(masks.shape, np.float64)
     n_regions = 0

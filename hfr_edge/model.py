@@ -28,7 +28,7 @@ class _UpStage(nn.Module):
     Kernel 4 (padding 1) overlaps neighbouring input pixels; kernel 2 maps each input pixel to its
     own 2x2 block, whose seams show up as a grid in the residuals of normal images."""
 
-    def __init__(self, cin, width, cout, convs: int = 2, up_kernel: int = 2):
+    def __init__(self, cin, width, cout, convs: int, up_kernel: int):
         super().__init__()
         self.up = nn.Sequential(nn.ConvTranspose2d(cin, width, up_kernel, stride=2, padding=(up_kernel - 2) // 2,
                                                    bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
@@ -43,8 +43,8 @@ class _UpStage(nn.Module):
 class Decoder(nn.Module):
     """Mirror of the encoder: stride 32 -> 16 -> 8 -> 4, one output head per level."""
 
-    def __init__(self, spec: BackboneSpec, widths: Sequence[int], convs: int = 2, bottleneck: int = 0,
-                 up_kernel: int = 2, tap16: str = "late"):
+    def __init__(self, spec: BackboneSpec, widths: Sequence[int], convs: int, bottleneck: int, up_kernel: int,
+                 tap16: str):  # no defaults: ModelConfig holds them
         super().__init__()
         w16, w8, w4 = widths
         c4, c8, c16 = (t.channels for t in spec.levels(tap16))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runtime.processing import cv2_module
+from .base.images import cv2_module
 
 DEFECTS = ("scratch", "spot", "crack", "missing")
 

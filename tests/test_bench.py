@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hfr_edge.errors import HfrError
-from hfr_edge.runtime.bench import bench, format_report
+from hfr_edge.base.errors import HfrError
+from hfr_edge.artifacts import bench
+from hfr_edge.runtime.bench import format_report
 
 KEYS = {"artifact", "backend", "precision", "batch", "iterations", "warmup", "image_size", "p50_ms", "p90_ms",
         "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput_fps"}

@@ -1,10 +1,10 @@
-"""The TensorRT build recipe per generation (DESIGN.md 4): 8.5/8.6 (JetPack 5), 10.3 (JetPack 6),
+"""The TensorRT build recipe per generation: 8.5/8.6 (JetPack 5), 10.3 (JetPack 6),
 10.8, 11.x; pure, so it is tested without TensorRT."""
 
 import pytest
 
 from hfr_edge.build.plan import REMOVED_IN_11, api_for_version, make_plan, parse_version
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 
 GRAPHS = [("fp32", None), ("fp16", None), ("int8", None), ("fp32", "fp16"), ("fp16", "fp16"), ("int8", "int8")]
 

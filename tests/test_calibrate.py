@@ -12,12 +12,13 @@ pytest.importorskip("onnxruntime.quantization")
 
 from onnx import numpy_helper  # noqa: E402
 
-from hfr_edge.artifact import load_meta  # noqa: E402
-from hfr_edge.calib.calibrate import calibrate_model, spearman  # noqa: E402
+from hfr_edge.base.artifact import load_meta  # noqa: E402
 from hfr_edge.calib.frames import collect_frames, even_sample  # noqa: E402
 from hfr_edge.calib.qdq import QUANT_OPS, qdq_problems  # noqa: E402
-from hfr_edge.errors import HfrError  # noqa: E402
+from hfr_edge.base.errors import HfrError  # noqa: E402
 from hfr_edge.export.graph import MODEL_SCOPE  # noqa: E402
+from hfr_edge.metrics import spearman  # noqa: E402
+from hfr_edge.variants import calibrate_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hfr_edge.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from hfr_edge.errors import HfrError  # noqa: E402
+from hfr_edge.base.errors import HfrError  # noqa: E402
 
 
 def test_round_trip(tiny_ckpt):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from hfr_edge.data import FASHION_CLASSES, list_images, load_items, open_dataset
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

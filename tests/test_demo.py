@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 
 pytest.importorskip("torch")
 pytest.importorskip("onnx")

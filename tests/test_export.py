@@ -10,9 +10,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from hfr_edge.artifact import load_meta, sidecar  # noqa: E402
+from hfr_edge.base.artifact import load_meta, sidecar  # noqa: E402
 from hfr_edge.checkpoint import load_deploy_model  # noqa: E402
-from hfr_edge.errors import HfrError  # noqa: E402
+from hfr_edge.base.errors import HfrError  # noqa: E402
 from hfr_edge.export.graph import ALLOWED_OPS, graph_meta, tail_nodes  # noqa: E402
 from hfr_edge.export.onnx_export import export_onnx  # noqa: E402
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hfr_edge.artifact import load_meta, sidecar
+from hfr_edge.base.artifact import load_meta, sidecar
 from hfr_edge.runtime.trtinfo import describe_missing
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hfr_edge import metrics
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 
 
 def test_auroc_perfect_inverted_ties():

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from hfr_edge.backbones import SPECS, load_backbone  # noqa: E402
 from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
-from hfr_edge.errors import HfrError  # noqa: E402
+from hfr_edge.base.errors import HfrError  # noqa: E402
 from hfr_edge.model import AnomalyMap, DeployModel, cosine_residual  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def test_early_stride16_level_is_the_earlier_stage():
 
 def test_default_backbone_classifies_a_known_photo():
     skimage_data = pytest.importorskip("skimage.data")
-    from hfr_edge.runtime.processing import preprocess
+    from hfr_edge.base.images import preprocess
 
     net = load_backbone("efficientnet_lite0")
     spec = SPECS["efficientnet_lite0"]

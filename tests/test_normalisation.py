@@ -66,7 +66,7 @@ def test_mean_score_has_its_own_threshold():
 def test_threshold_is_half_and_low_is_zero_in_the_onnx_graph(trained, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from hfr_edge.artifact import load_meta
+    from hfr_edge.base.artifact import load_meta
     from hfr_edge.export.onnx_export import export_onnx
 
     x = np.random.default_rng(3).random((3, 3, 64, 64), dtype=np.float32)

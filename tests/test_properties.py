@@ -22,10 +22,11 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from hfr_edge.artifact import PRECISIONS, SCHEMA, ArtifactMeta  # noqa: E402
+from hfr_edge.base.artifact import SCHEMA, ArtifactMeta  # noqa: E402
+from hfr_edge.base.contract import PRECISIONS  # noqa: E402
 from hfr_edge.data import read_idx  # noqa: E402
-from hfr_edge.errors import HfrError  # noqa: E402
-from hfr_edge.runtime import processing  # noqa: E402
+from hfr_edge.base.errors import HfrError  # noqa: E402
+from hfr_edge.base import images as processing  # noqa: E402
 
 pytest.importorskip("cv2")
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)

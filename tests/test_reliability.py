@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hfr_edge.artifact import ArtifactMeta, load_meta, sidecar, write_meta
-from hfr_edge.errors import HfrError
-from hfr_edge.runtime import processing, trtinfo
+from hfr_edge.base.artifact import ArtifactMeta, load_meta, sidecar, write_meta
+from hfr_edge.base.errors import HfrError
+from hfr_edge.base import images as processing
+from hfr_edge.runtime import trtinfo
 
 Image = pytest.importorskip("PIL.Image")
 REPO = Path(__file__).resolve().parents[1]

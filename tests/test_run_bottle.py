@@ -16,7 +16,7 @@ from toy import decode_video  # noqa: E402
 
 def test_run_over_bottle_video_agrees_with_eval(tmp_path, bottle_dir, tiny_model_onnx):
     from hfr_edge.evaluate import open_scorer
-    from hfr_edge.runtime.processing import preprocess
+    from hfr_edge.base.images import preprocess
 
     paths = sorted((bottle_dir / "test").glob("*/000.png"))[:4] + sorted((bottle_dir / "test" / "good").glob("*.png"))[:4]
     vid = tmp_path / "bottle.mp4"

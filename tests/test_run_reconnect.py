@@ -73,7 +73,7 @@ def test_camera_that_fails_and_comes_back(tmp_path, toy_onnx, monkeypatch, caplo
     watchdog = threading.Timer(30, os.kill, (os.getpid(), signal.SIGINT))
     watchdog.start()
     try:
-        with caplog.at_level(logging.WARNING, logger=sources.log.name):
+        with caplog.at_level(logging.WARNING, logger="hfr_edge"):
             s = run(str(toy_onnx), camera="0", headless=True, max_frames=8, jsonl=str(tmp_path / "r.jsonl"),
                     summary=str(tmp_path / "s.json"), log=io.StringIO())
     finally:

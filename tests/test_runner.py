@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 from hfr_edge.runtime import runner as runner_mod
 from hfr_edge.runtime.detector import Detector
-from hfr_edge.runtime.processing import preprocess
+from hfr_edge.base.images import preprocess
 from hfr_edge.runtime.runner import default_artifact, open_runner
 
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 from hfr_edge.runtime import sources
 from hfr_edge.runtime.sources import csi_pipeline, has_gstreamer, open_source
 

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from hfr_edge.errors import HfrError
+from hfr_edge.base.errors import HfrError
 
 S = 64  # toy graph side
 MAX_BATCH = 4  # engine profile: min 1, opt 2, max 4
@@ -38,7 +38,7 @@ def _onnx_for_this_tensorrt(onnx_path, major):
 def _build_engine(onnx_path, engine_path):
     import tensorrt as trt
 
-    from hfr_edge.artifact import ArtifactMeta, load_meta, write_meta
+    from hfr_edge.base.artifact import ArtifactMeta, load_meta, write_meta
     from hfr_edge.runtime.trtinfo import engine_fingerprint
 
     major = int(trt.__version__.split(".")[0])

@@ -49,7 +49,7 @@ def workdir(tmp_path_factory):
 
 
 def _test_set(size):
-    from hfr_edge.runtime.processing import preprocess, read_image
+    from hfr_edge.base.images import preprocess, read_image
 
     paths = sorted((BOTTLE / "test").glob("*/*.png"))
     labels = np.array([p.parent.name != "good" for p in paths])
@@ -75,7 +75,7 @@ def _auroc(scores, labels):
 
 @pytest.fixture(scope="module")
 def reference(workdir):
-    from hfr_edge.artifact import load_meta
+    from hfr_edge.base.artifact import load_meta
 
     x, labels = _test_set(load_meta(workdir / "model.onnx").image_size)
     maps, scores = _predict(workdir / "model.onnx", x)
@@ -85,7 +85,7 @@ def reference(workdir):
 def test_fp16_engine_matches_onnxruntime(workdir, reference):
     _hfr(["build", "model.onnx", "--fp16", "--batch", "1:8:8", "-o", "model.fp16.engine",
           "--timing-cache", "timing.cache"], workdir)
-    from hfr_edge.artifact import load_meta
+    from hfr_edge.base.artifact import load_meta
 
     meta = load_meta(workdir / "model.fp16.engine")
     assert meta.kind == "engine" and meta.precision == "fp16"
@@ -98,7 +98,7 @@ def test_fp16_engine_matches_onnxruntime(workdir, reference):
 def test_int8_engine_keeps_image_auroc(workdir, reference):
     _hfr(["build", "model.onnx", "--int8", "--calib", str(BOTTLE / "train" / "good"), "-n", "200",
           "--batch", "1:8:8", "-o", "model.int8.engine"], workdir)
-    from hfr_edge.artifact import load_meta
+    from hfr_edge.base.artifact import load_meta
 
     assert load_meta(workdir / "model.int8.engine").precision == "int8"
     assert (workdir / "model.int8.onnx").is_file()  # the Q/DQ graph the engine was built from

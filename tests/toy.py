@@ -10,7 +10,7 @@ def make_toy_onnx(path, size: int = 64, precision: str = "fp32") -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from hfr_edge.artifact import ArtifactMeta, write_meta
+    from hfr_edge.base.artifact import ArtifactMeta, write_meta
 
     half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
     two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])

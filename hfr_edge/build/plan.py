@@ -1,5 +1,5 @@
 """Which TensorRT API calls build our graph on a given TensorRT version: a pure function, so the
-rules for every generation (DESIGN.md section 4) are tested on a machine without TensorRT.
+rules for every generation are tested on a machine without TensorRT.
 
 Facts it encodes (NVIDIA's API references and the 10.x -> 11.x migration guide):
 - 8.x: networks need NetworkDefinitionCreationFlag.EXPLICIT_BATCH; precision is chosen by builder
@@ -14,13 +14,12 @@ Facts it encodes (NVIDIA's API references and the 10.x -> 11.x migration guide):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
-from ..errors import HfrError
-
-PRECISIONS = ("fp32", "fp16", "int8")
+from ..base.contract import PRECISIONS
+from ..base.errors import HfrError
+from ..runtime.trtinfo import major_minor
 
 # Python API names the TensorRT 10.x -> 11.x migration guide lists as removed (or, EXPLICIT_BATCH,
 # ignored since 10.0): no plan for 11 may use them.
@@ -49,10 +48,10 @@ class BuildPlan:
 
 def parse_version(version: str) -> Tuple[int, int]:
     """'8.5.2.2' -> (8, 5); '10.3.0' -> (10, 3)."""
-    m = re.match(r"\s*(\d+)\.(\d+)", str(version))
-    if not m:
+    parsed = major_minor(version)
+    if parsed is None:
         raise HfrError(f"TensorRT version {version!r} is not of the form MAJOR.MINOR[.PATCH]")
-    return int(m.group(1)), int(m.group(2))
+    return parsed
 
 
 def api_for_version(version: str) -> Dict[str, bool]:

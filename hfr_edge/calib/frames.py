@@ -1,18 +1,18 @@
 """Calibration frames from a folder (recursive), a video file or a glob, sampled evenly to N.
-They are decoded here and pre-processed by the runtime's own `processing.preprocess`."""
+They are decoded here and pre-processed by the shared `base.images.preprocess`."""
 
 from __future__ import annotations
 
 import glob as globmod
 import os
-import sys
 from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
 
-from ..errors import HfrError
-from ..runtime.processing import cv2_module, read_image
+from ..base import console
+from ..base.errors import HfrError
+from ..base.images import cv2_module, list_images, read_image
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
@@ -56,9 +56,7 @@ def _video_frames(path: str, n: int) -> List[np.ndarray]:
 
 def collect_frames(spec: str, n: int, warn=None) -> Tuple[List[np.ndarray], List[str]]:
     """Decoded RGB frames and their names from a folder, video file or glob, evenly sampled to n."""
-    from ..data import list_images
-
-    warn = warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
+    warn = warn or console.warn
     if n < 1:
         raise HfrError(f"-n {n}: need at least one calibration image")
     p = Path(spec)

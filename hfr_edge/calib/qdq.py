@@ -1,6 +1,6 @@
 """fp32 graph -> explicit INT8 (Q/DQ) graph that TensorRT 8.5 to 11 builds as written.
 
-ONNX Runtime static quantization in QDQ format with TensorRT's rules (DESIGN.md 3): symmetric
+ONNX Runtime static quantization in QDQ format with TensorRT's rules: symmetric
 int8 (zero point 0) activations and weights, per-channel weights, only Conv / ConvTranspose /
 Gemm / MatMul quantized (on their inputs, as TensorRT's own toolkits do), bias left in float,
 the fusion tail and the outputs excluded, no Q/DQ in front of Resize. ORT's pre-processing pass
@@ -14,13 +14,14 @@ import contextlib
 import io
 import os
 import shutil
-import sys
 import tempfile
 from typing import List
 
 import numpy as np
 
-from ..errors import HfrError
+from ..base import console
+from ..base.contract import INPUT_NAME
+from ..base.errors import HfrError
 from ..export.graph import MODEL_SCOPE
 
 QUANT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
@@ -41,7 +42,7 @@ class _Reader:
             return None
         b = self.x[self.i:self.i + self.batch]
         self.i += self.batch
-        return {"image": np.ascontiguousarray(b)}
+        return {INPUT_NAME: np.ascontiguousarray(b)}
 
     def rewind(self):
         self.i = 0
@@ -83,8 +84,8 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str) ->
         with _quiet(logging.getLogger("onnxruntime.quantization.shape_inference")) as failed:
             quant_pre_process(src, pre, skip_symbolic_shape=True)
         if failed:  # ORT logs a traceback and goes on without its optimisation: say it in one line
-            print("warning: ONNX Runtime's graph optimisation before calibration failed; calibrating the "
-                  "graph as exported", file=sys.stderr)
+            console.warn("ONNX Runtime's graph optimisation before calibration failed; calibrating the "
+                         "graph as exported")
         model = onnx.load(pre)
         exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)]
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,

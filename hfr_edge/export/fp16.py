@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Tuple
 
-from ..artifact import ArtifactMeta, drop_stale_meta, write_meta
-from ..errors import HfrError
-from ..fsio import atomic_path
+from ..base.artifact import ArtifactMeta, drop_stale_meta, write_meta
+from ..base.errors import HfrError
+from ..base.fsio import atomic_path
 from .graph import MODEL_SCOPE, graph_meta, load_onnx, set_graph_meta
 
 

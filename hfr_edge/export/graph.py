@@ -7,13 +7,12 @@ in float32 and is never quantized.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Set
 
-from ..artifact import META_KEY, ArtifactMeta
-from ..errors import HfrError
+from ..base.artifact import META_KEY, ArtifactMeta
+from ..base.errors import HfrError
 
 MODEL_SCOPE = "/model/"  # DeployModel.model: encoder + decoder
 
@@ -63,11 +62,3 @@ def set_graph_meta(model, meta: ArtifactMeta) -> None:
 def tail_nodes(model) -> Set[str]:
     """Names of the fusion-tail nodes (everything after the decoder)."""
     return {n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)}
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -5,14 +5,15 @@ normalisation. TorchScript-based exporter (static spatial shapes, dynamic batch)
 from __future__ import annotations
 
 import io
-import sys
 import warnings
 from pathlib import Path
 from typing import Union
 
-from ..artifact import ArtifactMeta, drop_stale_meta, write_meta
-from ..errors import HfrError
-from ..fsio import atomic_path
+from ..base import console
+from ..base.artifact import ArtifactMeta, drop_stale_meta, write_meta
+from ..base.contract import INPUT_NAME, OUTPUT_NAMES
+from ..base.errors import HfrError
+from ..base.fsio import atomic_path
 from .graph import ALLOWED_OPS, set_graph_meta
 
 MIN_OPSET = 17  # LayerNormalization-era opsets; ReduceMax with axes input from 18 is handled by the exporter
@@ -24,13 +25,13 @@ def _trace_to_proto(module, size: int, opset: int, batch: Union[str, int]):
 
     n = 1 if batch == "dynamic" else int(batch)
     dummy = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
-    dyn = {"image": {0: "N"}, "anomaly_map": {0: "N"}, "score": {0: "N"}} if batch == "dynamic" else None
+    dyn = {name: {0: "N"} for name in (INPUT_NAME,) + OUTPUT_NAMES} if batch == "dynamic" else None
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, (dummy,), buf, dynamo=False, input_names=["image"],
-                              output_names=["anomaly_map", "score"], dynamic_axes=dyn, opset_version=opset,
+            torch.onnx.export(module, (dummy,), buf, dynamo=False, input_names=[INPUT_NAME],
+                              output_names=list(OUTPUT_NAMES), dynamic_axes=dyn, opset_version=opset,
                               do_constant_folding=True)
         except Exception as exc:  # noqa: BLE001 - the exporter raises many types for an unsupported opset
             msg = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
@@ -44,8 +45,7 @@ def _simplify(model):
     try:
         slim = onnxslim.slim(model)
     except Exception as exc:  # noqa: BLE001 - a failed simplification keeps the exporter's graph
-        print(f"warning: onnxslim could not simplify the graph ({type(exc).__name__}); keeping it as exported",
-              file=sys.stderr)
+        console.warn(f"onnxslim could not simplify the graph ({type(exc).__name__}); keeping it as exported")
         return model
     return slim if slim is not None else model
 

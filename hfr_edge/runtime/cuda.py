@@ -13,8 +13,8 @@ from typing import Callable, Dict, Iterator, Tuple
 
 import numpy as np
 
-from ..errors import HfrError
-from ..lazy import require
+from ..base.errors import HfrError
+from ..base.lazy import require
 
 PYCUDA_HINT = ("pip install pycuda inside the virtual environment (on a Jetson: a venv made with "
                "--system-site-packages so JetPack's TensorRT is visible, and CUDA's nvcc on PATH to build pycuda)")
@@ -53,7 +53,7 @@ class CudaSession:
         if count == 0:
             raise HfrError("no CUDA device found; check the NVIDIA driver (nvidia-smi / tegrastats)")
         if not 0 <= device < count:
-            raise HfrError(f"--device {device}: this machine has {count} CUDA device(s), numbered 0..{count - 1}")
+            raise HfrError(f"CUDA device {device}: this machine has {count} CUDA device(s), numbered 0..{count - 1}")
         with cuda_errors(f"creating a context on CUDA device {device}"):
             self._ctx = drv.Device(device).make_context()  # created and pushed: current now
         try:

@@ -3,35 +3,46 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import HfrError
-from .processing import preprocess
+from ..base.contract import MAP_NAME, SCORE_NAME, THRESHOLD
+from ..base.errors import HfrError
+from ..base.images import preprocess
 from .runner import Runner
 
 
 class Detector:
-    def __init__(self, runner: Runner):
+    def __init__(self, runner: Runner, threshold: float = THRESHOLD):
         self.runner = runner
         self.size: int = runner.meta.image_size
-        self.threshold: float = 0.5  # outputs are normalised: 0.5 is the decision threshold
+        self.threshold = float(threshold)  # outputs are normalised: THRESHOLD is the artifact's own
+        self._buffer: Optional[np.ndarray] = None  # reused input where the runner has no pinned one
 
     def _chunk(self, n: int) -> int:
         return self.runner.max_batch or max(n, 1)
 
+    def prepare(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Frames of any size, RGB or gray (see base.images.to_rgb_uint8) -> float32 (N, 3, S, S),
+        pre-processed straight into the runner's pinned buffer where it has one, else into a buffer
+        this detector keeps (so a frame loop allocates nothing)."""
+        n = len(frames)
+        out = self.runner.input_buffer(n)
+        if out is None:
+            if self._buffer is None or self._buffer.shape[0] < n:
+                self._buffer = np.empty((max(n, 1), 3, self.size, self.size), np.float32)
+            out = self._buffer[:n]
+        return preprocess(frames, self.size, out=out)
+
     def predict(self, frames: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-        """Frames of any size, RGB or gray (see processing.to_rgb_uint8) -> maps float32 (N, S, S),
-        scores float32 (N,). Pre-processes straight into the runner's pinned buffer where it has one."""
+        """Frames -> maps float32 (N, S, S), scores float32 (N,), in chunks of the runner's max batch."""
         frames = list(frames)
         step = self._chunk(len(frames))
         maps: List[np.ndarray] = []
         scores: List[np.ndarray] = []
         for i in range(0, len(frames), step):
-            part = frames[i:i + step]
-            x = preprocess(part, self.size, out=self.runner.input_buffer(len(part)))
-            m, s = self._run(x)
+            m, s = self._run(self.prepare(frames[i:i + step]))
             maps.append(m)
             scores.append(s)
         return self._join(maps, scores)
@@ -50,9 +61,12 @@ class Detector:
             scores.append(s)
         return self._join(maps, scores)
 
+    def is_anomalous(self, score: float) -> bool:
+        return score >= self.threshold
+
     def _run(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         out = self.runner.infer({self.runner.input_name: x})
-        return out["anomaly_map"][:, 0], out["score"]
+        return out[MAP_NAME][:, 0], out[SCORE_NAME]
 
     def _join(self, maps: List[np.ndarray], scores: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         if not maps:

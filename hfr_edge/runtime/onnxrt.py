@@ -7,7 +7,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..errors import HfrError, first_line
+from ..base.errors import HfrError, first_line
+from ..base.fsio import path_or_bytes as model_source  # ONNX Runtime cannot open a non-UTF-8 name
 from .runner import Runner
 
 PROVIDERS = {  # --provider value -> ONNX Runtime execution provider, in "auto" order
@@ -38,20 +39,6 @@ def choose_providers(provider: str, available: List[str]) -> List[str]:
         raise HfrError(f"--provider {provider}: {want} is not available in this onnxruntime "
                        f"(available: {', '.join(available)}); {GPU_HINT}")
     return [want] + ([PROVIDERS["cpu"]] if want != PROVIDERS["cpu"] and PROVIDERS["cpu"] in available else [])
-
-
-def model_source(path):
-    """What InferenceSession opens: the path, or the file's bytes when the path is not valid UTF-8
-    (ONNX Runtime cannot take such a name; hfr-edge graphs keep no external data, so bytes suffice)."""
-    try:
-        str(path).encode("utf-8")
-        return str(path)
-    except UnicodeEncodeError:
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError as exc:
-            raise HfrError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 class OrtRunner(Runner):

@@ -1,8 +1,8 @@
 """`hfr-edge run`: frames from a camera, stream, video or folder -> the model -> verdicts, overlay
 window, video, JSONL, anomaly PNGs and a summary. No torch; runs on the Jetson's Python 3.8.
 
-Loop per frame: capture -> preprocess (into the runner's preallocated buffer) -> infer ->
-postprocess (verdict, overlay only if a sink shows or saves it) -> sinks, each stage timed.
+Loop per frame: capture -> preprocess and infer (the Detector: into the runner's preallocated
+buffer) -> postprocess (verdict, overlay only if a sink shows or saves it) -> sinks, each stage timed.
 The first Ctrl-C or SIGTERM stops the loop cleanly (video finalised, JSONL flushed, summary
 written); a second one interrupts at once.
 """
@@ -12,21 +12,18 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TextIO
 
-import numpy as np
-import typer
-
-from ..errors import HfrError
-from .processing import preprocess
+from ..base import console
+from ..base.contract import THRESHOLD
+from ..base.errors import HfrError
+from .detector import Detector
+from .runner import Runner, default_artifact, open_runner
 from .sinks import AnomalySaver, Display, JsonlSink, Stats, VideoSink, annotate, write_summary
 from .sources import open_source
-
-DEFAULT_THRESHOLD = 0.5  # every artifact's outputs are normalised so 0.5 is the decision threshold
 
 
 class _StopFlag:
@@ -58,32 +55,33 @@ def _check_args(threshold, max_frames, stats_every, summary) -> None:
     if threshold is not None and not math.isfinite(threshold):
         raise HfrError(f"--threshold {threshold} must be a finite number (0.5 is the artifact's own threshold)")
     if max_frames is not None and max_frames < 1:
-        raise HfrError(f"--max-frames {max_frames} must be at least 1")
+        raise HfrError(f"--frames {max_frames} must be at least 1")
     if not stats_every > 0:
         raise HfrError(f"--stats-every {stats_every} must be a positive number of seconds")
     if summary is not None:
         parent = Path(summary).parent
         if not parent.is_dir():
-            raise HfrError(f"--summary {summary}: folder {parent} does not exist; create it or choose another path")
+            raise HfrError(f"--json {summary}: folder {parent} does not exist; create it or choose another path")
 
 
 def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optional[str] = None, *,
         headless: bool = False, save: Optional[str] = None, jsonl: Optional[str] = None,
         save_anomalies: Optional[str] = None, threshold: Optional[float] = None, summary: Optional[str] = None,
         provider: str = "auto", max_frames: Optional[int] = None, stats_every: float = 5.0,
-        width: int = 1280, height: int = 720, fps: int = 30, stall_timeout: float = 5.0, log=None) -> dict:
-    """Run the detector over a source; returns the summary dict (also written to `summary`)."""
-    log = log or sys.stderr
-    _check_args(threshold, max_frames, stats_every, summary)
-    from .runner import default_artifact, open_runner  # noqa: PLC0415 - keeps CLI start-up light
+        width: int = 1280, height: int = 720, fps: int = 30, stall_timeout: float = 5.0,
+        log: Optional[TextIO] = None, opener: Callable[..., Runner] = open_runner) -> dict:
+    """Run the detector over a source; returns the summary dict (also written to `summary`).
 
+    Messages go to `log` (a text file; None: the console). `opener(path, provider=...)` opens the
+    model (the CLI passes the opener that also takes a checkpoint)."""
+    _check_args(threshold, max_frames, stats_every, summary)
     if model is None:
         path, why = default_artifact()
-        print(f"hfr-edge: {why}", file=log)
+        console.say(f"hfr-edge: {why}", log)
         model = str(path)
-    thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    thr = THRESHOLD if threshold is None else float(threshold)
     with contextlib.ExitStack() as stack:
-        runner = stack.enter_context(open_runner(model, provider=provider))
+        runner = stack.enter_context(opener(model, provider=provider))
         src = stack.enter_context(open_source(camera, source, width=width, height=height, fps=fps,
                                               stall_timeout=stall_timeout))
         display = None if headless else stack.enter_context(contextlib.closing(Display()))
@@ -96,11 +94,11 @@ def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optio
         if save_anomalies:
             saver = AnomalySaver(save_anomalies)
         size = runner.meta.image_size
-        print(f"hfr-edge: {src.describe()} -> {model} ({runner.backend}, {size}x{size}), threshold {thr:g}", file=log)
+        console.say(f"hfr-edge: {src.describe()} -> {model} ({runner.backend}, {size}x{size}), threshold {thr:g}", log)
         flag, stats, stopped_by = _StopFlag(), Stats(), "error"
         with _stop_on_signals(flag, src):  # kept during clean-up too: a second signal interrupts it
             try:
-                stopped_by = _loop(src, runner, size, thr, display, video, jsonl_sink, saver, stats, flag,
+                stopped_by = _loop(src, Detector(runner, thr), display, video, jsonl_sink, saver, stats, flag,
                                    max_frames, stats_every, log)
             finally:
                 result = stats.summary(src.dropped, src.skipped, model=str(Path(model)), backend=runner.backend,
@@ -110,21 +108,17 @@ def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optio
                     stack.close()  # finalise the video and the JSONL before the summary says they are done
                 finally:
                     write_summary(summary, result)
-                print(f"hfr-edge: {result['frames']} frames in {result['elapsed_s']:.1f} s ({result['fps']:.1f} fps), "
-                      f"{result['anomalous']} anomalous, {result['dropped']} dropped, {result['skipped']} skipped "
-                      f"[{stopped_by}]", file=log)
+                console.say(f"hfr-edge: {result['frames']} frames in {result['elapsed_s']:.1f} s "
+                            f"({result['fps']:.1f} fps), {result['anomalous']} anomalous, {result['dropped']} dropped, "
+                            f"{result['skipped']} skipped [{stopped_by}]", log)
     if stopped_by == "end" and result["frames"] == 0 and result["skipped"]:
         raise HfrError(f"{src.describe()}: no frame could be read ({result['skipped']} unreadable image(s) skipped, "
                        f"named above); replace or remove them", exit_code=1)
     return result
 
 
-def _loop(src, runner, size, thr, display, video, jsonl_sink, saver, stats, flag, max_frames, stats_every, log) -> str:
+def _loop(src, det: Detector, display, video, jsonl_sink, saver, stats, flag, max_frames, stats_every, log) -> str:
     """The hot loop; returns why it stopped (end, max-frames, quit, SIGINT, SIGTERM)."""
-    buf = runner.input_buffer(1)
-    if buf is None:
-        buf = np.empty((1, 3, size, size), np.float32)
-    feed = {runner.input_name: buf}
     need_overlay = display is not None or video is not None or saver is not None
     pc = time.perf_counter
     next_stats = pc() + stats_every
@@ -135,13 +129,13 @@ def _loop(src, runner, size, thr, display, video, jsonl_sink, saver, stats, flag
         if frame is None:
             break
         t1 = pc()
-        preprocess((frame.rgb,), size, out=buf)
+        x = det.prepare((frame.rgb,))
         t2 = pc()
-        out = runner.infer(feed)
+        maps, scores = det.predict_batch(x)
         t3 = pc()
-        score = float(out["score"][0])
-        bad = score >= thr
-        overlay = annotate(frame.rgb, out["anomaly_map"][0, 0], score, bad) if need_overlay else None
+        score = float(scores[0])
+        bad = det.is_anomalous(score)
+        overlay = annotate(frame.rgb, maps[0], score, bad) if need_overlay else None
         t4 = pc()
         if jsonl_sink is not None:
             jsonl_sink.write({"frame": frame.index, "time": round(frame.time, 6), "source": frame.name,
@@ -158,29 +152,6 @@ def _loop(src, runner, size, thr, display, video, jsonl_sink, saver, stats, flag
         if max_frames is not None and stats.frames >= max_frames:
             return "max-frames"
         if t5 >= next_stats:
-            print(stats.line(src.dropped, src.skipped), file=log, flush=True)
+            console.say(stats.line(src.dropped, src.skipped), log)
             next_stats = t5 + stats_every
     return flag.signal or "end"
-
-
-def run_command(
-    model: Optional[str] = typer.Argument(None, help="Artifact (.engine or .onnx); default: model.engine or model.onnx here."),
-    camera: Optional[str] = typer.Option(None, "--camera", help="V4L2 camera (0 or /dev/video0) or CSI camera (csi://0)."),
-    source: Optional[str] = typer.Option(None, "--source", help="Video file, image folder or glob, rtsp:// or http:// URL, or a GStreamer pipeline ending in appsink."),
-    headless: bool = typer.Option(False, "--headless", help="No window."),
-    save: Optional[str] = typer.Option(None, "--save", help="Write the overlay video here (.mp4)."),
-    jsonl: Optional[str] = typer.Option(None, "--jsonl", help="Write one JSON record per frame here."),
-    save_anomalies: Optional[str] = typer.Option(None, "--save-anomalies", help="Folder for NNNNNN_frame.png and NNNNNN_overlay.png of anomalous frames."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Decision threshold on the normalised score (default 0.5, the artifact's own)."),
-    summary: Optional[str] = typer.Option(None, "--summary", help="Write a JSON summary here at exit."),
-    provider: str = typer.Option("auto", "--provider", help="auto, tensorrt, cuda or cpu (ONNX Runtime provider for .onnx)."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames."),
-    stats_every: float = typer.Option(5.0, "--stats-every", help="Seconds between statistics lines on stderr."),
-    width: int = typer.Option(1280, "--width", help="CSI camera width."),
-    height: int = typer.Option(720, "--height", help="CSI camera height."),
-    fps: int = typer.Option(30, "--fps", help="CSI camera frame rate."),
-) -> None:
-    """Detect anomalies live: camera, stream, video file or image folder -> verdicts and overlays."""
-    run(model, camera, source, headless=headless, save=save, jsonl=jsonl, save_anomalies=save_anomalies,
-        threshold=threshold, summary=summary, provider=provider, max_frames=max_frames, stats_every=stats_every,
-        width=width, height=height, fps=fps)

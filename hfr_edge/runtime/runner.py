@@ -3,6 +3,7 @@
     with open_runner("model.onnx") as r:
         out = r.infer({"image": x})      # x: float32 (N, 3, S, S) RGB in [0, 1]
         out["anomaly_map"], out["score"]  # (N, 1, S, S), (N,) normalised, 0.5 = threshold
+    (the names and the threshold: base/contract.py)
 
 Input names, dtypes and shapes are checked here once, so each backend is a few short methods.
 Backends are imported lazily: this module never imports torch, onnx or tensorrt.
@@ -16,8 +17,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..artifact import INPUT_NAME, OUTPUT_NAMES, ArtifactMeta, load_meta
-from ..errors import HfrError
+from ..base.artifact import ArtifactMeta, load_meta
+from ..base.contract import INPUT_NAME, MAP_NAME, OUTPUT_NAMES, SCORE_NAME
+from ..base.errors import HfrError
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -95,7 +97,7 @@ class Runner:
 
     def _check_outputs(self, out: Dict[str, np.ndarray], n: int) -> Dict[str, np.ndarray]:
         s = self.meta.image_size
-        want = {"anomaly_map": (n, 1, s, s), "score": (n,)}
+        want = {MAP_NAME: (n, 1, s, s), SCORE_NAME: (n,)}
         for name, shape in want.items():
             got = out.get(name)
             if got is None or got.shape != shape:

@@ -16,9 +16,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..errors import HfrError
-from ..fsio import write_bytes_atomic, write_json_atomic
-from .processing import cv2_module, heat_overlay
+from ..base.errors import HfrError
+from ..base.fsio import write_bytes_atomic, write_json_atomic
+from ..base.images import cv2_module, heat_overlay
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "output")
 RED, GREEN = (230, 40, 40), (40, 200, 60)  # RGB

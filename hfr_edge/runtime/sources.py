@@ -9,7 +9,6 @@ one that stalls or fails reconnects with exponential backoff. No torch; cv2 impo
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import re
 import sys
@@ -22,11 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from ..errors import HfrError
-from ..data import IMAGE_EXTS, list_images
-from .processing import cv2_module, read_image, to_rgb_uint8
-
-log = logging.getLogger(__name__)
+from ..base import console
+from ..base.errors import HfrError
+from ..base.images import IMAGE_EXTS, cv2_module, list_images, read_image, to_rgb_uint8
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEV_DIR = "/dev"  # where V4L2 devices live (tests point this elsewhere)
@@ -101,7 +98,7 @@ class ImageFiles(Source):
                 rgb = read_image(p)
             except HfrError as exc:  # its message names the file
                 self.skipped += 1
-                log.warning("skipped %s", exc)
+                console.warn(f"skipped {exc}")
                 continue
             return Frame(i, time.time(), rgb, p)
         raise StopIteration
@@ -276,7 +273,7 @@ class LiveSource(Source):
                 return cap
             cap.release()
         except Exception as exc:  # noqa: BLE001 - reported as the reason of the next attempt
-            log.warning("%s: open failed (%s: %s)", self.name, type(exc).__name__, exc)
+            console.warn(f"{self.name}: open failed ({type(exc).__name__}: {exc})")
         return None
 
     def _supervise(self, cap) -> None:
@@ -297,7 +294,7 @@ class LiveSource(Source):
                     self._cond.notify_all()
                 return
             self.reconnects += 1
-            log.warning("%s: %s; reconnecting in %g s (attempt %d)", self.name, reason, delay, failures)
+            console.warn(f"{self.name}: {reason}; reconnecting in {delay:g} s (attempt {failures})")
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, self._backoff[1])

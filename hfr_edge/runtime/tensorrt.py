@@ -15,20 +15,14 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..errors import HfrError
-from ..lazy import require
+from ..base.errors import HfrError
 from .runner import Runner
-
-TRT_HINT = ("on a Jetson TensorRT's Python bindings come with JetPack (python3-libnvinfer): make the venv with "
-            "--system-site-packages; on a desktop pip install tensorrt; or run model.onnx with ONNX Runtime instead")
-
-
-def tensorrt_module():
-    return require("tensorrt", "TensorRT", TRT_HINT)
+from .trtinfo import import_tensorrt as tensorrt_module
+from .trtinfo import major_minor
 
 
 def trt_major(trt) -> int:
-    return int(str(trt.__version__).split(".")[0])
+    return (major_minor(trt.__version__) or (0, 0))[0]
 
 
 def _dims(d) -> Tuple[int, ...]:

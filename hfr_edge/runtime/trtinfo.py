@@ -1,8 +1,9 @@
 """What TensorRT and GPU this device has, and whether an engine was built for them.
 
-Engines and timing caches are specific to the GPU and the TensorRT version (DESIGN.md 4), so
-`hfr-edge build` stores a fingerprint in model.engine.json and the runtime checks it before
-loading. torch-free; tensorrt and pycuda are imported lazily; runs on Python 3.8 (JetPack 5).
+Engines and timing caches are specific to the GPU and the TensorRT version, so `hfr-edge build`
+stores a fingerprint in model.engine.json and the runtime checks it before loading. The ONE place
+tensorrt is imported (import_tensorrt) and its version parsed (major_minor). torch-free; tensorrt
+and pycuda are imported lazily; runs on Python 3.8 (JetPack 5).
 """
 
 from __future__ import annotations
@@ -10,22 +11,40 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ..errors import HfrError
+from ..base.errors import HfrError, first_line
 
 JETSON_MODEL_FILE = "/proc/device-tree/model"
 # Jetson modules by the words of their device-tree model, most specific first -> CUDA compute capability.
 JETSON_CC = (("orin", "8.7"), ("xavier", "7.2"), ("tx2", "6.2"), ("tx1", "5.3"), ("nano", "5.3"))
 
 
+TRT_HINT = ("on a Jetson TensorRT's Python bindings come with JetPack (python3-libnvinfer): make the venv with "
+            "--system-site-packages; on a desktop pip install tensorrt; or run model.onnx with ONNX Runtime instead")
+
+
+def import_tensorrt():
+    """The tensorrt module, or HfrError saying how to get it."""
+    try:
+        import tensorrt  # noqa: PLC0415
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install failing to load its libraries
+        raise HfrError(f"TensorRT is not importable ({first_line(exc, 160)}); {TRT_HINT}") from None
+    return tensorrt
+
+
 def trt_version() -> Optional[str]:
     """tensorrt.__version__, or None where tensorrt cannot be imported."""
     try:
-        import tensorrt  # noqa: PLC0415
-    except Exception:  # noqa: BLE001 - ImportError, or a broken install failing to load its libraries
+        return str(getattr(import_tensorrt(), "__version__", "unknown"))
+    except HfrError:
         return None
-    return str(getattr(tensorrt, "__version__", "unknown"))
+
+
+def major_minor(version: Optional[str]) -> Optional[Tuple[int, int]]:
+    """'8.5.2.2' -> (8, 5), '10.3.0' -> (10, 3); None for anything else."""
+    m = re.match(r"\s*(\d+)\.(\d+)", str(version or ""))
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def gpu_info() -> Optional[Dict[str, Any]]:
@@ -121,11 +140,6 @@ def engine_fingerprint(precision: str, batch_profile: Sequence[int], image_size:
             "onnx_sha256": onnx_sha256, "norm": dict(norm)}
 
 
-def _major_minor(version: Optional[str]) -> Optional[str]:
-    m = re.match(r"\s*(\d+)\.(\d+)", version or "")
-    return f"{m.group(1)}.{m.group(2)}" if m else None
-
-
 def _same_gpu(a: str, b: str) -> bool:
     """pycuda says 'Orin', the device tree 'NVIDIA Jetson AGX Orin Developer Kit': same GPU."""
     a, b = (re.sub(r"\bnvidia\b|[^a-z0-9]+", " ", x.lower()).split() for x in (a, b))
@@ -149,7 +163,7 @@ def check_engine_fingerprint(meta, engine_path) -> None:
     gpu = gpu_info() or {}
     built_trt, built_gpu, built_cc = fp.get("tensorrt"), fp.get("gpu"), fp.get("compute_capability")
     here_gpu, here_cc = gpu.get("name"), gpu.get("compute_capability")
-    mismatch = _major_minor(built_trt) != _major_minor(here_trt)
+    mismatch = major_minor(built_trt) != major_minor(here_trt)
     if built_gpu and here_gpu and not _same_gpu(built_gpu, here_gpu):
         mismatch = True
     if built_cc and here_cc and built_cc != here_cc:

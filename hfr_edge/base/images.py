@@ -1,6 +1,6 @@
-"""Pre- and post-processing shared by training, evaluation, calibration and both runtime
-backends: one implementation, so a frame is turned into the model's input the same way
-everywhere. numpy + Pillow + OpenCV only (no torch).
+"""Images: listing folders, reading files, and the pre- and post-processing shared by training,
+evaluation, calibration and both runtime backends: one implementation, so a frame is turned into
+the model's input the same way everywhere. numpy + Pillow + OpenCV only (no torch).
 
 Input contract of every hfr-edge graph: float32 (N, 3, S, S), RGB, values in [0, 1].
 """
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import HfrError
+from .console import show
+from .errors import HfrError
 
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 # Decompression-bomb guard: images with more pixels than this are refused before decoding.
 MAX_PIXELS = 64_000_000  # e.g. 8000 x 8000
 
@@ -27,6 +29,62 @@ def cv2_module():
         raise HfrError("OpenCV is needed here: pip install 'hfr-edge[cv]' on a desktop, "
                        "or on a Jetson use JetPack's python3-opencv (a venv made with --system-site-packages)") from None
     return cv2
+
+
+def unreadable_folder(folder: str, exc: OSError) -> HfrError:
+    return HfrError(f"{show(folder)}: cannot read folder ({exc.strerror or exc}); check the path and permissions")
+
+
+def is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # e.g. a symlink to itself (ELOOP)
+        return False
+
+
+def _leads_up(entry: os.DirEntry) -> bool:
+    """A symlink to its own folder or an ancestor (a loop: following it would list the folders
+    above as if they were inside, e.g. test/good/up -> .. puts the defects among the good)."""
+    if not entry.is_symlink():
+        return False
+    target, here = os.path.realpath(entry.path), os.path.realpath(os.path.dirname(entry.path))
+    return here == target or here.startswith(target.rstrip(os.sep) + os.sep)
+
+
+def list_images(folder: str, exclude: Sequence[str] = ()) -> List[str]:
+    """Image files under `folder`, recursively, hidden entries skipped, symlinks followed (each
+    real folder visited once, links back up to an ancestor skipped), in a deterministic (byte-wise) order.
+    `exclude`: folders left out (e.g. a test folder inside the training folder)."""
+    found: List[str] = []
+    seen = set()
+    for ex in exclude:
+        try:
+            st = os.stat(ex)
+            seen.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    stack = [os.fspath(folder)]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue  # a broken symlink
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(d) as it:
+                entries = [e for e in it if not e.name.startswith(".")]
+        except OSError as exc:
+            raise unreadable_folder(d, exc) from None
+        for e in entries:
+            if is_dir(e):
+                if not _leads_up(e):
+                    stack.append(e.path)
+            elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and os.path.isfile(e.path):
+                found.append(e.path)
+    return sorted(found, key=os.fsencode)
 
 
 def to_rgb_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:

@@ -1,9 +1,11 @@
-"""Atomic file writes: an artifact appears under its final name complete, or not at all."""
+"""Files: atomic writes (an artifact appears under its final name complete, or not at all), JSON
+reading with one-line errors, and content hashes."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -88,3 +90,25 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
     if not isinstance(obj, dict):
         raise HfrError(f"{what} {path} must hold a JSON object; regenerate it")
     return obj
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def path_or_bytes(path: str | os.PathLike):
+    """What a library that cannot take a non-UTF-8 file name (ONNX Runtime) should open: the path,
+    or the file's bytes when the path is not valid UTF-8 (hfr-edge graphs keep no external data)."""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise HfrError(f"{path}: cannot read ({exc.strerror or exc})") from None

@@ -13,15 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from .contract import INPUT_NAME, MAP_NAME, PRECISIONS, SCORE_NAME, THRESHOLD
 from .errors import HfrError, first_line
-from .fsio import read_json, write_json_atomic
+from .fsio import path_or_bytes, read_json, write_json_atomic
 
 SCHEMA = "hfr-edge-artifact"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the only version so far; a newer file is refused (upgrade hfr-edge)
 META_KEY = "hfr_edge"  # key in ONNX metadata_props
-PRECISIONS = ("fp32", "fp16", "int8")
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("anomaly_map", "score")
 
 
 def sidecar(path: str | os.PathLike) -> Path:
@@ -42,10 +40,10 @@ class ArtifactMeta:
     def to_dict(self) -> dict:
         d = dict(self.extra)
         d.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, kind=self.kind, precision=self.precision,
-                 image_size=self.image_size, model=self.model, norm=self.norm, threshold=0.5,
+                 image_size=self.image_size, model=self.model, norm=self.norm, threshold=THRESHOLD,
                  input={"name": INPUT_NAME, "shape": ["N", 3, self.image_size, self.image_size],
                         "dtype": "float32", "layout": "NCHW, RGB, values in [0, 1]"},
-                 outputs={"anomaly_map": ["N", 1, self.image_size, self.image_size], "score": ["N"]})
+                 outputs={MAP_NAME: ["N", 1, self.image_size, self.image_size], SCORE_NAME: ["N"]})
         return d
 
     @classmethod
@@ -57,7 +55,6 @@ class ArtifactMeta:
         if not isinstance(ver, int) or ver > SCHEMA_VERSION:
             raise HfrError(f"{where}: metadata schema_version {ver!r} is newer than this hfr-edge understands "
                            f"({SCHEMA_VERSION}); upgrade hfr-edge")
-        d = _migrate(d, ver)
         try:
             kind, precision, size = d["kind"], d["precision"], d["image_size"]
             model, norm = d["model"], d["norm"]
@@ -78,11 +75,6 @@ class ArtifactMeta:
         known = {"schema", "schema_version", "kind", "precision", "image_size", "model", "norm", "threshold",
                  "input", "outputs"}
         return cls(kind, precision, size, model, norm, {k: v for k, v in d.items() if k not in known})
-
-
-def _migrate(d: dict, version: int) -> dict:
-    """Bring older metadata up to SCHEMA_VERSION (none older than 1 exists yet)."""
-    return d
 
 
 def write_meta(artifact: str | os.PathLike, meta: ArtifactMeta) -> Path:
@@ -111,9 +103,7 @@ def _meta_from_onnx_props(path: Path) -> Optional[dict]:
     except ImportError:
         raise HfrError(f"{path}: reading its metadata needs onnxruntime (pip install onnxruntime), "
                        f"or put {sidecar(path).name} beside it") from None
-    from .runtime.onnxrt import model_source  # noqa: PLC0415 - a non-UTF-8 name is read as bytes
-
-    source = model_source(path)
+    source = path_or_bytes(path)  # a non-UTF-8 name is read as bytes
     try:
         so = ort.SessionOptions()
         so.log_severity_level = 3
