@@ -139,10 +139,17 @@ def blur_matrix(n: int, sigma: float) -> torch.Tensor:
     return (m / m.sum(1, keepdim=True)).float()
 
 
+def upsample_matrix(n: int, factor: int) -> torch.Tensor:
+    """(n * factor, n) matrix of 1-D linear upsampling as F.interpolate(bilinear, align_corners=False)
+    does it along one axis: up(r) = U r U^T for an (n, n) map."""
+    eye = torch.eye(n, dtype=torch.float64).view(n, 1, n)
+    return F.interpolate(eye, scale_factor=float(factor), mode="linear", align_corners=False)[:, 0, :].t().float()
+
+
 class AnomalyMap(nn.Module):
     """Per-level residuals -> bilinear upsample to the input size -> weighted sum -> Gaussian
-    smoothing (fixed separable Gaussian, built once as two matrices; borders renormalised so the map
-    does not fade towards the image edge) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum
+    smoothing (fixed separable Gaussian; borders renormalised so the map does not fade towards the
+    image edge; upsampling and blur folded into one constant matrix per level and side) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum
     (or its mean, `score="mean"`). A level of weight 0 is left out of the graph.
 
     With a `FeatureGaussian` (`stats` "shared" or "position"), each level's term is its residual plus
@@ -164,11 +171,16 @@ class AnomalyMap(nn.Module):
             self.rec_w = [w * float(a) for w, a in zip(self.weights, scale[0])]
             self.stat_w = [w * stats_weight * float(b) for w, b in zip(self.weights, scale[1])]
         # the separable blur as two constant matrices, rows renormalised at the borders:
-        # blur(m) = B m B^T, the same as two zero-padded 1-D convolutions divided by the blur of ones,
-        # as two MatMuls (fast on every backend, unlike one-channel convolutions on a CPU)
+        # blur(m) = B m B^T, the same as two zero-padded 1-D convolutions divided by the blur of ones
         b = blur_matrix(image_size, sigma)
         self.register_buffer("blur_rows", b, persistent=False)
         self.register_buffer("blur_cols_t", b.t().contiguous(), persistent=False)
+        # bilinear upsampling is separable too (up(r) = U r U^T), so blur(up(r)) = (B U) r (B U)^T: one
+        # constant (S, h) matrix per level, no (S, S) intermediate per level and no Resize in the graph
+        for s in self.strides:
+            bu = b @ upsample_matrix(image_size // s, s)
+            self.register_buffer(f"bu{s}", bu, persistent=False)
+            self.register_buffer(f"bu{s}_t", bu.t().contiguous(), persistent=False)
 
     def _blur(self, m):
         return torch.matmul(torch.matmul(self.blur_rows, m), self.blur_cols_t)
@@ -188,11 +200,9 @@ class AnomalyMap(nn.Module):
         for s, r in zip(self.strides, self.level_terms(enc, dec)):
             if r is None:
                 continue
-            # a constant scale (not a size) keeps Shape ops out of the exported Resize
-            f = float(s)
-            r = F.interpolate(r, scale_factor=(f, f), mode="bilinear", align_corners=False, recompute_scale_factor=False)
+            r = torch.matmul(torch.matmul(getattr(self, f"bu{s}"), r), getattr(self, f"bu{s}_t"))  # blur(up(r))
             amap = r if amap is None else amap + r
-        amap = self._blur(amap)  # (B, 1, H, W)
+        # amap: (B, 1, H, W)
         score = torch.amax(amap, dim=(1, 2, 3)) if self.score == "max" else amap.mean(dim=(1, 2, 3))  # (B,)
         return amap, score
 
