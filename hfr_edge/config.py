@@ -16,7 +16,9 @@ TAPS16 = ("early", "late")
 
 
 # values of fields added later, as every artifact written before them was built
-LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_kernel": 2, "tap16": "late"}
+LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_kernel": 2, "tap16": "late",
+                       "stats": "none", "stats_weight": 1.0}
+STATS = ("none", "shared", "position")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class ModelConfig:
     # whole image is of another kind: the one-class protocol on MNIST/Fashion-MNIST/CIFAR-10, where
     # the mean beat the max, see benchmarks/oneclass.py)
     score: str = "max"
+    # the normal features' statistics fused with the residual (one Gaussian per level, fitted after
+    # training): "none" (the paper's HFR-AE: the reconstruction residual alone), "shared" (one mean and
+    # covariance for all positions: textures, surfaces) or "position" (a mean per position, one
+    # covariance: aligned parts). README.md, "Benchmarks", says what each won on the suite.
+    stats: str = "none"
+    stats_weight: float = 1.0  # weight of the statistics' term against the residual's (both scaled to 1 on normals)
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -68,6 +76,10 @@ class ModelConfig:
             raise HfrError(f"decoder convs {self.decoder_convs} must be between 0 and 8")
         if self.sigma <= 0:
             raise HfrError(f"sigma {self.sigma} must be positive")
+        if self.stats not in STATS:
+            raise HfrError(f"--stats {self.stats!r} must be one of: {', '.join(STATS)}")
+        if not self.stats_weight >= 0:
+            raise HfrError(f"--stats-weight {self.stats_weight} must be >= 0")
         if self.score not in SCORES:
             raise HfrError(f"--score {self.score!r} must be one of: {', '.join(SCORES)}")
         if len(self.level_weights) != 3 or min(self.level_weights) < 0 or not max(self.level_weights) > 0:

@@ -7,6 +7,7 @@ exported graph; `DeployModel` is the explicit export wrapper that fixes the I/O 
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -71,6 +72,49 @@ def cosine_residual(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torc
     return 1.0 - dot / torch.sqrt(torch.clamp(na * nb, min=eps * eps))
 
 
+class FeatureGaussian(nn.Module):
+    """The normal images' encoder features as one Gaussian per level, fitted after training: a mean
+    (per position, or shared by all positions) and a whitening matrix W with W^T W = the inverse
+    covariance (shared by all positions, shrunk towards a multiple of the identity). forward: levels
+    -> per level the squared Mahalanobis distance over the channel count, (B, 1, h, w): about 1 on
+    normal features. Where the decoder cannot reconstruct a texture, the texture's statistics still
+    say what is normal (as PaDiM's do), at the cost of one 1x1 convolution per level."""
+
+    def __init__(self, channels: Sequence[int], grids: Sequence[Tuple[int, int]], per_position: bool):
+        super().__init__()
+        self.levels = len(channels)
+        for i, (c, (h, w)) in enumerate(zip(channels, grids)):
+            self.register_buffer(f"mean{i}", torch.zeros(1, c, h if per_position else 1, w if per_position else 1))
+            self.register_buffer(f"white{i}", torch.eye(c).view(c, c, 1, 1))
+        # per level, 1 / the mean residual and 1 / the mean distance on held-out normal images (set by train)
+        self.register_buffer("level_scale", torch.ones(2, self.levels))
+
+    @torch.no_grad()
+    def fit(self, levels: Sequence[torch.Tensor], shrink: float = 0.01) -> None:
+        """levels: encoder features of the training images, (N, C, h, w) per level."""
+        for i, f in enumerate(levels):
+            f = f.double()
+            per_position = getattr(self, f"mean{i}").shape[-1] > 1
+            mean = f.mean(0, keepdim=True) if per_position else f.mean((0, 2, 3), keepdim=True)
+            x = (f - mean).permute(0, 2, 3, 1).reshape(-1, f.shape[1])  # (N h w, C)
+            cov = x.T @ x / max(len(x) - 1, 1)
+            c = cov.shape[0]
+            cov = cov + shrink * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(c, dtype=cov.dtype)
+            chol = torch.linalg.cholesky(torch.linalg.inv(cov))  # inv(cov) = L L^T, so W = L^T
+            getattr(self, f"mean{i}").copy_(mean.float())
+            getattr(self, f"white{i}").copy_(chol.T.contiguous().view(c, c, 1, 1).float())
+
+    def forward(self, levels: Sequence[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
+        out = []
+        for i, f in enumerate(levels):
+            if f is None:  # a level the map leaves out
+                out.append(None)
+                continue
+            z = F.conv2d(f.float() - getattr(self, f"mean{i}"), getattr(self, f"white{i}"))  # (B, C, h, w)
+            out.append((z * z).mean(1, keepdim=True))
+        return out
+
+
 class ReconstructionLoss(nn.Module):
     """Sum over levels of the mean over pixels of 1 - cos(encoder, decoder)."""
 
@@ -95,46 +139,84 @@ def blur_matrix(n: int, sigma: float) -> torch.Tensor:
     return (m / m.sum(1, keepdim=True)).float()
 
 
+def upsample_matrix(n: int, factor: int) -> torch.Tensor:
+    """(n * factor, n) matrix of 1-D linear upsampling as F.interpolate(bilinear, align_corners=False)
+    does it along one axis: up(r) = U r U^T for an (n, n) map."""
+    eye = torch.eye(n, dtype=torch.float64).view(n, 1, n)
+    return F.interpolate(eye, scale_factor=float(factor), mode="linear", align_corners=False)[:, 0, :].t().float()
+
+
 class AnomalyMap(nn.Module):
     """Per-level residuals -> bilinear upsample to the input size -> weighted sum -> Gaussian
-    smoothing (fixed separable Gaussian, built once as two matrices; borders renormalised so the map
-    does not fade towards the image edge) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum
-    (or its mean, `score="mean"`). A level of weight 0 is left out of the graph."""
+    smoothing (fixed separable Gaussian; borders renormalised so the map does not fade towards the
+    image edge; upsampling and blur folded into one constant matrix per level and side) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum
+    (or its mean, `score="mean"`). A level of weight 0 is left out of the graph.
+
+    With a `FeatureGaussian` (`stats` "shared" or "position"), each level's term is its residual plus
+    `stats_weight` times its Mahalanobis distance, each divided by its mean on held-out normal images
+    (`level_scale`: 2 x levels, fitted after training), so the two kinds of evidence add on one scale."""
 
     def __init__(self, image_size: int, sigma: float, level_weights: Sequence[float] = (1.0, 1.0, 1.0),
-                 strides: Sequence[int] = (4, 8, 16), score: str = "max"):
+                 strides: Sequence[int] = (4, 8, 16), score: str = "max",
+                 gauss: Optional["FeatureGaussian"] = None, stats_weight: float = 1.0,
+                 level_scale: Optional[torch.Tensor] = None):
         super().__init__()
         self.score = score
         self.strides = [int(s) for s in strides]
         self.weights = [float(w) for w in level_weights]
+        self.gauss = gauss
+        if gauss is not None:
+            scale = torch.ones(2, len(self.weights)) if level_scale is None else level_scale.detach().float().cpu()
+            # constants of the graph: residual and distance factors per level, level weight folded in
+            self.rec_w = [w * float(a) for w, a in zip(self.weights, scale[0])]
+            self.stat_w = [w * stats_weight * float(b) for w, b in zip(self.weights, scale[1])]
         # the separable blur as two constant matrices, rows renormalised at the borders:
-        # blur(m) = B m B^T, the same as two zero-padded 1-D convolutions divided by the blur of ones,
-        # as two MatMuls (fast on every backend, unlike one-channel convolutions on a CPU)
+        # blur(m) = B m B^T, the same as two zero-padded 1-D convolutions divided by the blur of ones
         b = blur_matrix(image_size, sigma)
         self.register_buffer("blur_rows", b, persistent=False)
         self.register_buffer("blur_cols_t", b.t().contiguous(), persistent=False)
+        # bilinear upsampling is separable too (up(r) = U r U^T), so blur(up(r)) = (B U) r (B U)^T: one
+        # constant (S, h) matrix per level, no (S, S) intermediate per level and no Resize in the graph
+        for s in self.strides:
+            bu = b @ upsample_matrix(image_size // s, s)
+            self.register_buffer(f"bu{s}", bu, persistent=False)
+            self.register_buffer(f"bu{s}_t", bu.t().contiguous(), persistent=False)
 
     def _blur(self, m):
         return torch.matmul(torch.matmul(self.blur_rows, m), self.blur_cols_t)
 
+    def level_terms(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+        """Each level's weighted term at its own resolution (B, 1, h, w); None where its weight is 0."""
+        if self.gauss is None:
+            return [None if w == 0.0 else (cosine_residual(e, d) * w if w != 1.0 else cosine_residual(e, d))
+                    for w, e, d in zip(self.weights, enc, dec)]
+        used = [w != 0.0 for w in self.weights]
+        dist = self.gauss([e if u else None for e, u in zip(enc, used)])
+        return [None if not u else cosine_residual(e, d) * a + m * b
+                for u, a, b, e, d, m in zip(used, self.rec_w, self.stat_w, enc, dec, dist)]
+
     def forward(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         amap = None
-        for w, s, e, d in zip(self.weights, self.strides, enc, dec):
-            if w == 0.0:
+        for s, r in zip(self.strides, self.level_terms(enc, dec)):
+            if r is None:
                 continue
-            # a constant scale (not a size) keeps Shape ops out of the exported Resize
-            f = float(s)
-            r = F.interpolate(cosine_residual(e, d), scale_factor=(f, f), mode="bilinear", align_corners=False,
-                              recompute_scale_factor=False)
-            r = r * w if w != 1.0 else r
+            r = torch.matmul(torch.matmul(getattr(self, f"bu{s}"), r), getattr(self, f"bu{s}_t"))  # blur(up(r))
             amap = r if amap is None else amap + r
-        amap = self._blur(amap)  # (B, 1, H, W)
+        # amap: (B, 1, H, W)
         score = torch.amax(amap, dim=(1, 2, 3)) if self.score == "max" else amap.mean(dim=(1, 2, 3))  # (B,)
         return amap, score
 
 
-def amap_for(cfg: ModelConfig) -> AnomalyMap:
-    return AnomalyMap(cfg.image_size, cfg.sigma, cfg.level_weights, score=cfg.score)
+def amap_for(cfg: ModelConfig, model: Optional["HFRAE"] = None) -> AnomalyMap:
+    """The map generator of a config; with feature statistics it takes a copy of the model's fitted
+    Gaussian, so the exported graph has it in the float32 tail, outside the quantized encoder/decoder."""
+    gauss = None
+    if cfg.stats != "none":
+        if model is None or getattr(model, "gauss", None) is None:
+            raise ValueError("a model with feature statistics is needed for its anomaly map")
+        gauss = copy.deepcopy(model.gauss)
+    return AnomalyMap(cfg.image_size, cfg.sigma, cfg.level_weights, score=cfg.score, gauss=gauss,
+                      stats_weight=cfg.stats_weight, level_scale=None if gauss is None else gauss.level_scale)
 
 
 class HFRAE(nn.Module):
@@ -147,6 +229,13 @@ class HFRAE(nn.Module):
         self.encoder = load_backbone(cfg.backbone, weights, pretrained, cfg.tap16)
         self.decoder = Decoder(self.spec, cfg.decoder_widths, cfg.decoder_convs, cfg.bottleneck, cfg.up_kernel,
                                cfg.tap16)
+        # the normal features' statistics (fitted after the decoder; in the checkpoint's state dict)
+        self.gauss = None
+        if cfg.stats != "none":
+            levels = self.spec.levels(cfg.tap16)
+            self.gauss = FeatureGaussian([t.channels for t in levels],
+                                         [(cfg.image_size // t.stride, cfg.image_size // t.stride) for t in levels],
+                                         per_position=cfg.stats == "position")
         self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1), persistent=False)
 
@@ -171,7 +260,7 @@ class DeployModel(nn.Module):
     def __init__(self, model: HFRAE, stats: NormStats):
         super().__init__()
         self.model = model.eval()
-        self.amap = amap_for(model.cfg)
+        self.amap = amap_for(model.cfg, model)
         self.low = float(stats.low)
         self.scale = float(stats.scale)
         self.map_scale = float(stats.map_scale)

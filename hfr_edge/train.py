@@ -117,6 +117,25 @@ def raw_maps(model, amap_module, x: np.ndarray, device, batch: int = 32):
     return np.concatenate(maps), np.concatenate(scores)
 
 
+def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32) -> None:
+    """The normal features' Gaussian from the training images' cached encoder features, then each
+    level's residual and distance scaled to a mean of 1 on the reference (held-out) normal images."""
+    import torch
+
+    from .model import cosine_residual
+
+    model.gauss.fit(taps)
+    rec, dist = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    with torch.inference_mode():
+        for i in range(0, len(ref), batch):
+            enc, dec = model(torch.from_numpy(ref[i:i + batch]).to(device))
+            for lvl, (e, d, m) in enumerate(zip(enc, dec, model.gauss(enc))):
+                rec[lvl] += float(cosine_residual(e, d).mean()) * len(e)
+                dist[lvl] += float(m.mean()) * len(e)
+    means = torch.stack([rec, dist]) / len(ref)
+    model.gauss.level_scale.copy_((1.0 / means.clamp_min(1e-12)).float())
+
+
 def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainConfig,
         weights: Optional[str] = None, progress: bool = True):
     """Train the decoder on float32 images (N, 3, S, S); returns (model, NormStats, summary)."""
@@ -166,9 +185,11 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     finally:
         bar.close()
     model.eval()
-    t_train = time.time() - t0
-    amap = amap_for(mcfg).to(device)
     ref = x_hold if len(x_hold) else x_train[: min(len(x_train), 64)]
+    if model.gauss is not None:
+        fit_statistics(model, taps, ref, device)
+    t_train = time.time() - t0
+    amap = amap_for(mcfg, model).to(device)
     maps, scores = raw_maps(model, amap, ref, device)
     stats = norm_stats(scores, float(maps.min()), None if mcfg.score == "max" else maps.reshape(len(maps), -1).max(1))
     summary = {"epochs": tcfg.epochs, "final_loss": loss_hist[-1], "loss_history": loss_hist,

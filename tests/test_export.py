@@ -38,7 +38,9 @@ def test_graph_contract(tiny_model_onnx):
     meta = graph_meta(model, "graph")
     assert meta == load_meta(tiny_model_onnx)  # the JSON beside says the same
     assert meta.precision == "fp32" and meta.image_size == 64
-    assert tail_nodes(model) and any(n.op_type == "Resize" for n in model.graph.node)
+    # upsampling and smoothing are folded into constant matrices: MatMuls, no Resize
+    assert tail_nodes(model) and not any(n.op_type == "Resize" for n in model.graph.node)
+    assert sum(n.op_type == "MatMul" for n in model.graph.node) >= 2
 
 
 def test_parity_with_pytorch(tiny_ckpt, tiny_model_onnx):
@@ -61,12 +63,14 @@ def test_fp16_graph(tiny_ckpt, tiny_model_onnx, tmp_path):
     conv_w = {n.input[1] for n in model.graph.node if n.op_type == "Conv" and n.name.startswith("/model/")}
     inits = {i.name for i in model.graph.initializer}
     blur_w = {x for n in model.graph.node if n.op_type == "MatMul" and n.name in tail_nodes(model) for x in n.input
-              if x in inits}  # the smoothing matrices
-    assert len(blur_w) == 2 and all(i.data_type == f32 for i in model.graph.initializer if i.name in blur_w)
+              if x in inits}  # the upsampling-and-smoothing matrices, two per level
+    assert len(blur_w) == 6 and all(i.data_type == f32 for i in model.graph.initializer if i.name in blur_w)
     assert all(i.data_type == f16 for i in model.graph.initializer if i.name in conv_w)
-    # the fusion tail computes in float32: its Resize nodes take float32
+    # the fusion tail computes in float32: its MatMuls take float32
     vi = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
-    assert all(vi[n.input[0]] == f32 for n in model.graph.node if n.op_type == "Resize")
+    tail = tail_nodes(model)
+    assert all(vi.get(i, f32) == f32 for n in model.graph.node if n.op_type == "MatMul" and n.name in tail
+               for i in n.input)
     assert load_meta(out).precision == "fp16"
     x = np.random.default_rng(1).random((3, 3, 64, 64), dtype=np.float32)
     m32, s32 = _run(tiny_model_onnx, x)

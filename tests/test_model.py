@@ -207,3 +207,18 @@ def test_matrix_blur_equals_renormalised_convolution():
         assert torch.allclose(got, ref, atol=1e-6), (size, sigma)
     flat = AnomalyMap(64, 4.0)._blur(torch.full((1, 1, 64, 64), 0.3))
     assert torch.allclose(flat, torch.full_like(flat, 0.3), atol=1e-6)  # no fading at the borders
+
+
+def test_folded_upsampling_equals_resize_then_blur():
+    """The map folds each level's bilinear upsampling into the blur (one (S, h) matrix per level and
+    side): it must equal upsampling with F.interpolate, summing and blurring, to float precision."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    enc = [torch.rand(2, c, 64 // s, 64 // s) for c, s in ((24, 4), (40, 8), (112, 16))]
+    dec = [torch.rand_like(e) for e in enc]
+    amap = AnomalyMap(64, 4.0, (0.25, 1, 1))
+    m, _ = amap(enc, dec)
+    ref = sum(F.interpolate(cosine_residual(e, d), scale_factor=(float(s), float(s)), mode="bilinear",
+                            align_corners=False) * w for w, s, e, d in zip((0.25, 1, 1), (4, 8, 16), enc, dec))
+    assert torch.allclose(m, amap._blur(ref), atol=1e-6)
