@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
-from hfr_edge.errors import HfrError  # noqa: E402
+from hfr_edge.base.errors import HfrError  # noqa: E402
 from hfr_edge.model import FeatureGaussian  # noqa: E402
 
 
