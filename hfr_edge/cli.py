@@ -35,6 +35,8 @@ COMMANDS = [
     ("bench", "hfr_edge.runtime.bench", "bench_command"),
     ("doctor", "hfr_edge.doctor", "doctor_command"),
     ("demo", "hfr_edge.demo", "demo_command"),
+    ("triton", "hfr_edge.serve.commands", "triton_command"),
+    ("serve", "hfr_edge.serve.commands", "serve_command"),
 ]
 
 for _name, _mod, _fn in COMMANDS:

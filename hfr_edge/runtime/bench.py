@@ -14,6 +14,7 @@ import typer
 
 from ..errors import HfrError
 from ..fsio import write_json_atomic
+from .remote import is_server_url
 from .runner import default_artifact, open_runner
 
 CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -46,7 +47,7 @@ def _time(step: Callable[[], Dict[str, float]], iterations: int, warmup: int) ->
 def _bench_runner(path: Path, batch: int, iterations: int, warmup: int, provider: str) -> dict:
     with open_runner(path, provider=provider) as runner:
         if runner.max_batch is not None and batch > runner.max_batch:
-            raise HfrError(f"--batch {batch} exceeds {path.name}'s maximum batch {runner.max_batch}; "
+            raise HfrError(f"--batch {batch} exceeds {runner.path.name}'s maximum batch {runner.max_batch}; "
                            f"use a smaller --batch or rebuild the engine with a larger batch profile")
         s = runner.meta.image_size
         x = np.random.default_rng(0).random((batch, 3, s, s), dtype=np.float32)
@@ -109,8 +110,10 @@ def _report(path: Path, batch: int, iterations: int, warmup: int, lat: List[floa
 
 
 def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provider: str = "auto") -> dict:
-    """Benchmark one artifact (.onnx, .engine/.plan, or a ckpt.pt for the PyTorch eager baseline)."""
+    """Benchmark one artifact (.onnx, .engine/.plan, a ckpt.pt for the PyTorch eager baseline, or a server URL)."""
     _check_counts(batch, iterations, warmup)
+    if is_server_url(path):  # a model on a Triton server: the same runner loop, over the network
+        return _bench_runner(path, batch, iterations, warmup, provider)
     p = Path(path)
     if p.suffix.lower() in CKPT_SUFFIXES:
         if not p.is_file():
@@ -133,8 +136,8 @@ def format_report(rep: dict) -> str:
         ("latency ms", "  ".join(f"{k} {rep[k + '_ms']:.3f}" for k in ("p50", "p90", "p99", "mean"))),
         ("throughput", f"{rep['throughput_fps']:.1f} images/s"),
     ]
-    if "h2d_ms" in rep:  # backends that time their copies (TensorRT) get a second line
-        split = [k for k in ("h2d", "compute", "d2h") if f"{k}_ms" in rep]
+    split = [k for k in ("h2d", "compute", "d2h", "server", "network") if f"{k}_ms" in rep]
+    if len(split) > 1:  # backends that time their parts (TensorRT's copies, a server's share) get a second line
         rows.append(("mean split ms", "  ".join(f"{k} {rep[k + '_ms']:.3f}" for k in split)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -148,9 +151,15 @@ def bench_command(
     warmup: int = typer.Option(20, "--warmup", help="untimed inferences first"),
     provider: str = typer.Option("auto", "--provider", help="ONNX Runtime provider: auto|tensorrt|cuda|cpu"),
     json_out: Optional[str] = typer.Option(None, "--json", help="also write the report to this JSON file"),
+    server: Optional[str] = typer.Option(None, "--server", help="bench the model on a Triton server instead: "
+                                         "http://HOST:8000 or grpc://HOST:8001 (/NAME for another model name)"),
 ) -> None:
     """Measure latency (p50/p90/p99) and throughput of a model on this machine."""
-    if artifact is None:
+    if server is not None:  # the URL goes to open_runner as the model (hfr_edge.runtime.remote)
+        if artifact is not None:
+            raise HfrError(f"give MODEL or --server, not both (the server's model is benchmarked at {server})")
+        path = server
+    elif artifact is None:
         path, reason = default_artifact()
         print(_show(reason))
     else:

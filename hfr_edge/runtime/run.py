@@ -23,6 +23,7 @@ import typer
 
 from ..errors import HfrError
 from .processing import preprocess
+from .remote import FrameDropped
 from .sinks import AnomalySaver, Display, JsonlSink, Stats, VideoSink, annotate, write_summary
 from .sources import open_source
 
@@ -34,8 +35,8 @@ class _StopFlag:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(flag: _StopFlag, src):
-    """First SIGINT/SIGTERM: ask the loop (and a waiting live source) to stop; second: KeyboardInterrupt."""
+def _stop_on_signals(flag: _StopFlag, *waiting):
+    """First SIGINT/SIGTERM: ask the loop (and a waiting live source or server) to stop; second: KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -44,7 +45,8 @@ def _stop_on_signals(flag: _StopFlag, src):
         if flag.signal is not None:
             raise KeyboardInterrupt
         flag.signal = signal.Signals(signum).name  # plain attribute writes only: safe in a handler
-        src.stop_requested = True
+        for obj in waiting:
+            obj.stop_requested = True
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -71,13 +73,18 @@ def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optio
         headless: bool = False, save: Optional[str] = None, jsonl: Optional[str] = None,
         save_anomalies: Optional[str] = None, threshold: Optional[float] = None, summary: Optional[str] = None,
         provider: str = "auto", max_frames: Optional[int] = None, stats_every: float = 5.0,
-        width: int = 1280, height: int = 720, fps: int = 30, stall_timeout: float = 5.0, log=None) -> dict:
+        width: int = 1280, height: int = 720, fps: int = 30, stall_timeout: float = 5.0, log=None,
+        server: Optional[str] = None) -> dict:
     """Run the detector over a source; returns the summary dict (also written to `summary`)."""
     log = log or sys.stderr
     _check_args(threshold, max_frames, stats_every, summary)
     from .runner import default_artifact, open_runner  # noqa: PLC0415 - keeps CLI start-up light
 
-    if model is None:
+    if server is not None:  # the model runs on a Triton server (hfr_edge.runtime.remote)
+        if model is not None:
+            raise HfrError(f"give MODEL or --server, not both (the server's model is scored at {server})")
+        model = server
+    elif model is None:
         path, why = default_artifact()
         print(f"hfr-edge: {why}", file=log)
         model = str(path)
@@ -98,12 +105,13 @@ def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optio
         size = runner.meta.image_size
         print(f"hfr-edge: {src.describe()} -> {model} ({runner.backend}, {size}x{size}), threshold {thr:g}", file=log)
         flag, stats, stopped_by = _StopFlag(), Stats(), "error"
-        with _stop_on_signals(flag, src):  # kept during clean-up too: a second signal interrupts it
+        with _stop_on_signals(flag, src, runner):  # kept during clean-up too: a second signal interrupts it
             try:
                 stopped_by = _loop(src, runner, size, thr, display, video, jsonl_sink, saver, stats, flag,
                                    max_frames, stats_every, log)
             finally:
-                result = stats.summary(src.dropped, src.skipped, model=str(Path(model)), backend=runner.backend,
+                result = stats.summary(src.dropped + runner.dropped, src.skipped, backend=runner.backend,
+                                       model=model if server else str(Path(model)),
                                        precision=runner.meta.precision, image_size=size, source=src.describe(),
                                        reconnects=getattr(src, "reconnects", 0), threshold=thr, stopped_by=stopped_by)
                 try:
@@ -137,7 +145,10 @@ def _loop(src, runner, size, thr, display, video, jsonl_sink, saver, stats, flag
         t1 = pc()
         preprocess((frame.rgb,), size, out=buf)
         t2 = pc()
-        out = runner.infer(feed)
+        try:
+            out = runner.infer(feed)
+        except FrameDropped:  # the server is away: counted in runner.dropped, nothing written
+            continue
         t3 = pc()
         score = float(out["score"][0])
         bad = score >= thr
@@ -152,13 +163,13 @@ def _loop(src, runner, size, thr, display, video, jsonl_sink, saver, stats, flag
             saver.save(frame.index, frame.rgb, overlay)
         quit_ = display is not None and not display.show(overlay)
         t5 = pc()
-        stats.add((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), bad)
+        stats.add((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), bad, runner.last_timings)
         if quit_:
             return "quit"
         if max_frames is not None and stats.frames >= max_frames:
             return "max-frames"
         if t5 >= next_stats:
-            print(stats.line(src.dropped, src.skipped), file=log, flush=True)
+            print(stats.line(src.dropped + runner.dropped, src.skipped), file=log, flush=True)
             next_stats = t5 + stats_every
     return flag.signal or "end"
 
@@ -179,8 +190,9 @@ def run_command(
     width: int = typer.Option(1280, "--width", help="CSI camera width."),
     height: int = typer.Option(720, "--height", help="CSI camera height."),
     fps: int = typer.Option(30, "--fps", help="CSI camera frame rate."),
+    server: Optional[str] = typer.Option(None, "--server", help="Score on a Triton server instead: http://HOST:8000 or grpc://HOST:8001 (/NAME for a model other than hfr_edge); frames lost while it is away count as dropped."),
 ) -> None:
     """Detect anomalies live: camera, stream, video file or image folder -> verdicts and overlays."""
     run(model, camera, source, headless=headless, save=save, jsonl=jsonl, save_anomalies=save_anomalies,
         threshold=threshold, summary=summary, provider=provider, max_frames=max_frames, stats_every=stats_every,
-        width=width, height=height, fps=fps)
+        width=width, height=height, fps=fps, server=server)
