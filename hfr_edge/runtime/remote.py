@@ -224,10 +224,10 @@ class RemoteRunner(Runner):
     def _infer(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         if self._down_since is not None:
             self._wait_for_retry(x.shape[0])
-        t0 = time.perf_counter()
         try:
             if self._down_since is not None:
                 self._reconnect()
+            t0 = time.perf_counter()
             out = self._client.infer(self.model_name, self.input_name, x, self.output_names)
         except Exception as exc:  # noqa: BLE001 - classified: transient -> dropped, else the user's error
             if not (_transient(exc) or isinstance(exc, _NotReady)):
