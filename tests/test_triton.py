@@ -38,8 +38,8 @@ def _graph_io(path):
 
 
 def test_repository_parses_and_matches_the_graph(tmp_path, tiny_model_onnx):
+    mc = pytest.importorskip("tritonclient.grpc.model_config_pb2")
     from onnx import TensorProto
-    from tritonclient.grpc import model_config_pb2 as mc
 
     from hfr_edge.runtime.tritonio import meta_from_parameters
 
@@ -72,7 +72,7 @@ def test_repository_parses_and_matches_the_graph(tmp_path, tiny_model_onnx):
 
 
 def test_repository_cpu_unbatched_and_rewritten(tmp_path, toy_onnx):
-    from tritonclient.grpc import model_config_pb2 as mc
+    mc = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
     repo = tmp_path / "repo"
     write_repository(toy_onnx, repo, RepoConfig(name="line3", version=2, max_batch=16, preferred=(2, 16),
