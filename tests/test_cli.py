@@ -11,7 +11,7 @@ import typer.main
 
 from hfr_edge.cli import app
 
-COMMANDS = ("train", "eval", "export", "calibrate", "build", "run", "bench", "doctor", "demo")
+COMMANDS = ("train", "eval", "export", "calibrate", "build", "run", "bench", "doctor", "demo", "triton", "serve")
 
 
 def _params(name):

@@ -20,6 +20,7 @@ from .doctor import doctor_command
 from .eval import eval_command
 from .export import export_command
 from .run import run_command
+from .serve import serve_command, triton_command
 from .train import train_command
 
 HELP = "HFR-AE anomaly detection: train -> export -> calibrate -> build -> run, for NVIDIA Jetson."
@@ -41,6 +42,8 @@ app.command("run")(run_command)
 app.command("bench")(bench_command)
 app.command("doctor")(doctor_command)
 app.command("demo")(demo_command)
+app.command("triton")(triton_command)
+app.command("serve")(serve_command)
 
 INSTALL_HINTS = {
     "torch": "pip install torch==2.13.0 && pip install 'hfr-edge[train]' (training, eval of checkpoints, export, demo)",

@@ -22,6 +22,8 @@ def bench_command(
     warmup: Annotated[int, typer.Option(help="Untimed inferences first")] = 20,
     provider: Annotated[str, typer.Option(help=PROVIDER_HELP)] = "auto",
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="PATH", help=JSON_HELP)] = None,
+    server: Annotated[Optional[str], typer.Option(help="Bench the model on a Triton server instead: "
+                                                       "http://HOST:8000 or grpc://HOST:8001 (/NAME for another model)")] = None,
 ) -> None:
     """Measure latency (p50/p90/p99) and throughput of a model on this machine."""
     from ..artifacts import bench
@@ -32,7 +34,11 @@ def bench_command(
     if iters < 1:
         raise HfrError(f"--iters {iters} must be at least 1")
     report = console.say if json_out == "-" else console.result  # stdout carries the JSON alone when asked
-    if model is None:
+    if server is not None:  # the URL goes to the opener as the model (runtime/remote.py)
+        if model is not None:
+            raise HfrError(f"give MODEL or --server, not both (the server's model is benchmarked at {server})")
+        path = server
+    elif model is None:
         path, reason = default_artifact()
         report(console.show(reason))
     else:

@@ -33,6 +33,9 @@ def run_command(
     width: Annotated[int, typer.Option(help="CSI camera width")] = 1280,
     height: Annotated[int, typer.Option(help="CSI camera height")] = 720,
     fps: Annotated[int, typer.Option(help="CSI camera frame rate")] = 30,
+    server: Annotated[Optional[str], typer.Option(help="Score on a Triton server instead: http://HOST:8000 or "
+                                                       "grpc://HOST:8001 (/NAME for a model other than hfr_edge); "
+                                                       "frames lost while it is away count as dropped")] = None,
 ) -> None:
     """Detect anomalies live: camera, stream, video file or image folder -> verdicts and overlays."""
     from ..artifacts import open_artifact
@@ -43,6 +46,7 @@ def run_command(
     to_stdout = json_out == "-"
     result = run(model, camera, source, headless=headless, save=save, jsonl=jsonl, save_anomalies=save_anomalies,
                  threshold=threshold, summary=None if to_stdout else json_out, provider=provider, max_frames=frames,
-                 stats_every=stats_every, width=width, height=height, fps=fps, opener=open_artifact)
+                 stats_every=stats_every, width=width, height=height, fps=fps, opener=open_artifact,
+                 server=server)
     if to_stdout:
         write_json("-", result)

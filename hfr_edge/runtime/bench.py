@@ -14,6 +14,7 @@ from ..base.console import show
 from ..base.errors import HfrError
 from .detector import Detector
 from .runner import Runner, open_runner
+from .remote import is_server_url
 
 
 def _check_counts(batch: int, iterations: int, warmup: int) -> None:
@@ -47,10 +48,10 @@ def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provide
     `opener(path, provider=...)` opens it: the runtime's own for .onnx and .engine/.plan; the stage
     level passes one that also opens a ckpt.pt (PyTorch eager, the baseline)."""
     _check_counts(batch, iterations, warmup)
-    path = Path(path)
+    path = path if is_server_url(path) else Path(path)
     with opener(path, provider=provider) as runner:
         if runner.max_batch is not None and batch > runner.max_batch:
-            raise HfrError(f"--batch {batch} exceeds {path.name}'s maximum batch {runner.max_batch}; "
+            raise HfrError(f"--batch {batch} exceeds {runner.path.name}'s maximum batch {runner.max_batch}; "
                            f"use a smaller --batch or rebuild the engine with a larger batch profile")
         det = Detector(runner)
         s = det.size
@@ -91,8 +92,8 @@ def format_report(rep: dict) -> str:
         ("latency ms", "  ".join(f"{k} {rep[k + '_ms']:.3f}" for k in ("p50", "p90", "p99", "mean"))),
         ("throughput", f"{rep['throughput_fps']:.1f} images/s"),
     ]
-    if "h2d_ms" in rep:  # backends that time their copies (TensorRT) get a second line
-        split = [k for k in ("h2d", "compute", "d2h") if f"{k}_ms" in rep]
+    split = [k for k in ("h2d", "compute", "d2h", "server", "network") if f"{k}_ms" in rep]
+    if len(split) > 1:  # backends that time their parts (TensorRT's copies, a server's share) get a second line
         rows.append(("mean split ms", "  ".join(f"{k} {rep[k + '_ms']:.3f}" for k in split)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

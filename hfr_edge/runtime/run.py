@@ -22,6 +22,7 @@ from ..base.contract import THRESHOLD
 from ..base.errors import HfrError
 from .detector import Detector
 from .runner import Runner, default_artifact, open_runner
+from .remote import FrameDropped
 from .sinks import AnomalySaver, Display, JsonlSink, Stats, VideoSink, annotate, write_summary
 from .sources import open_source
 
@@ -31,8 +32,8 @@ class _StopFlag:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(flag: _StopFlag, src):
-    """First SIGINT/SIGTERM: ask the loop (and a waiting live source) to stop; second: KeyboardInterrupt."""
+def _stop_on_signals(flag: _StopFlag, *waiting):
+    """First SIGINT/SIGTERM: ask the loop (and a waiting live source or server) to stop; second: KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -41,7 +42,8 @@ def _stop_on_signals(flag: _StopFlag, src):
         if flag.signal is not None:
             raise KeyboardInterrupt
         flag.signal = signal.Signals(signum).name  # plain attribute writes only: safe in a handler
-        src.stop_requested = True
+        for obj in waiting:
+            obj.stop_requested = True
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -69,13 +71,18 @@ def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optio
         save_anomalies: Optional[str] = None, threshold: Optional[float] = None, summary: Optional[str] = None,
         provider: str = "auto", max_frames: Optional[int] = None, stats_every: float = 5.0,
         width: int = 1280, height: int = 720, fps: int = 30, stall_timeout: float = 5.0,
-        log: Optional[TextIO] = None, opener: Callable[..., Runner] = open_runner) -> dict:
+        log: Optional[TextIO] = None, opener: Callable[..., Runner] = open_runner,
+        server: Optional[str] = None) -> dict:
     """Run the detector over a source; returns the summary dict (also written to `summary`).
 
     Messages go to `log` (a text file; None: the console). `opener(path, provider=...)` opens the
     model (the CLI passes the opener that also takes a checkpoint)."""
     _check_args(threshold, max_frames, stats_every, summary)
-    if model is None:
+    if server is not None:  # the model runs on a Triton server (hfr_edge.runtime.remote)
+        if model is not None:
+            raise HfrError(f"give MODEL or --server, not both (the server's model is scored at {server})")
+        model = server
+    elif model is None:
         path, why = default_artifact()
         console.say(f"hfr-edge: {why}", log)
         model = str(path)
@@ -96,12 +103,13 @@ def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optio
         size = runner.meta.image_size
         console.say(f"hfr-edge: {src.describe()} -> {model} ({runner.backend}, {size}x{size}), threshold {thr:g}", log)
         flag, stats, stopped_by = _StopFlag(), Stats(), "error"
-        with _stop_on_signals(flag, src):  # kept during clean-up too: a second signal interrupts it
+        with _stop_on_signals(flag, src, runner):  # kept during clean-up too: a second signal interrupts it
             try:
                 stopped_by = _loop(src, Detector(runner, thr), display, video, jsonl_sink, saver, stats, flag,
                                    max_frames, stats_every, log)
             finally:
-                result = stats.summary(src.dropped, src.skipped, model=str(Path(model)), backend=runner.backend,
+                result = stats.summary(src.dropped + runner.dropped, src.skipped, backend=runner.backend,
+                                       model=model if server else str(Path(model)),
                                        precision=runner.meta.precision, image_size=size, source=src.describe(),
                                        reconnects=getattr(src, "reconnects", 0), threshold=thr, stopped_by=stopped_by)
                 try:
@@ -131,7 +139,10 @@ def _loop(src, det: Detector, display, video, jsonl_sink, saver, stats, flag, ma
         t1 = pc()
         x = det.prepare((frame.rgb,))
         t2 = pc()
-        maps, scores = det.predict_batch(x)
+        try:
+            maps, scores = det.predict_batch(x)
+        except FrameDropped:  # the server is away: counted in runner.dropped, nothing written
+            continue
         t3 = pc()
         score = float(scores[0])
         bad = det.is_anomalous(score)
@@ -146,12 +157,12 @@ def _loop(src, det: Detector, display, video, jsonl_sink, saver, stats, flag, ma
             saver.save(frame.index, frame.rgb, overlay)
         quit_ = display is not None and not display.show(overlay)
         t5 = pc()
-        stats.add((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), bad)
+        stats.add((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), bad, det.runner.last_timings)
         if quit_:
             return "quit"
         if max_frames is not None and stats.frames >= max_frames:
             return "max-frames"
         if t5 >= next_stats:
-            console.say(stats.line(src.dropped, src.skipped), log)
+            console.say(stats.line(src.dropped + det.runner.dropped, src.skipped), log)
             next_stats = t5 + stats_every
     return flag.signal or "end"

@@ -40,6 +40,7 @@ class Runner:
         self.backend = "unknown"  # set by the subclass on activation, e.g. "tensorrt 10.3.0"
         self.max_batch: Optional[int] = None  # engine profile max; None for a dynamic ONNX batch
         self.last_timings: Dict[str, float] = {}  # ms of the last infer
+        self.dropped = 0  # frames a remote runner could not get scored (its server was away)
         self.is_active = False
 
     # -- lifetime -------------------------------------------------------------------------
@@ -119,7 +120,12 @@ class Runner:
 
 
 def open_runner(path, provider: str = "auto", device: int = 0) -> Runner:
-    """.onnx -> OrtRunner (provider auto|tensorrt|cuda|cpu); .engine/.plan -> TrtRunner. Returned active."""
+    """.onnx -> OrtRunner (provider auto|tensorrt|cuda|cpu); .engine/.plan -> TrtRunner; an http:// or
+    grpc:// URL -> RemoteRunner (the model on a Triton server). Returned active."""
+    from .remote import is_server_url, open_remote  # noqa: PLC0415 - tritonclient itself loads on use
+
+    if is_server_url(path):
+        return open_remote(path, provider)
     p = Path(path)
     if provider not in PROVIDER_CHOICES:
         raise HfrError(f"--provider {provider!r} must be one of: {', '.join(PROVIDER_CHOICES)}")

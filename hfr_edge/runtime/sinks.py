@@ -215,9 +215,16 @@ class Stats:
         self._total = [0.0] * len(STAGES)  # seconds per stage, whole run
         self._window = [0.0] * len(STAGES)
         self._wframes, self._wstart = 0, self.start
+        # ms per part of "inference" (server/network, h2d/compute/d2h) where the runner measures them
+        self._split: Dict[str, float] = {}
+        self._wsplit: Dict[str, float] = {}
 
-    def add(self, stages, anomalous: bool) -> None:
-        """stages: seconds spent in each of STAGES for one frame."""
+    def add(self, stages, anomalous: bool, parts: Optional[Dict[str, float]] = None) -> None:
+        """stages: seconds spent in each of STAGES for one frame; parts: the runner's last_timings (ms)."""
+        if parts and len(parts) > 1:
+            for k, v in parts.items():
+                self._split[k] = self._split.get(k, 0.0) + v
+                self._wsplit[k] = self._wsplit.get(k, 0.0) + v
         self.frames += 1
         self._wframes += 1
         self.anomalous += bool(anomalous)
@@ -231,6 +238,9 @@ class Stats:
         n = max(self._wframes, 1)
         fps = self._wframes / max(now - self._wstart, 1e-9)
         ms = ", ".join(f"{name} {1e3 * s / n:.1f}" for name, s in zip(STAGES, self._window))
+        if self._wsplit:
+            ms += " (" + ", ".join(f"{k} {v / n:.1f}" for k, v in self._wsplit.items()) + ")"
+        self._wsplit = {}
         self._window = [0.0] * len(STAGES)
         self._wframes, self._wstart = 0, now
         return (f"hfr-edge: {self.frames} frames, {fps:.1f} fps | ms: {ms} | {self.anomalous} anomalous, "
@@ -248,6 +258,8 @@ class Stats:
             "anomalous": self.anomalous,
             "stages_ms": {name: round(1e3 * s / n, 3) for name, s in zip(STAGES, self._total)},
         }
+        if self._split:
+            d["inference_split_ms"] = {k: round(v / n, 3) for k, v in self._split.items()}
         d.update(extra)
         return d
 
