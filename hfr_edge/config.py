@@ -103,6 +103,24 @@ class ModelConfig:
         return cls(**kw)
 
 
+# named settings (`train --preset NAME`): the fields each sets over ModelConfig's defaults
+PRESETS = {
+    "paper": {"stats": "none"},  # HFR-AE as published: the reconstruction residual alone
+    "surface": {"stats": "shared"},  # textures and surfaces: one feature Gaussian for every position
+    "part": {"stats": "position"},  # aligned parts: a feature mean per position
+}
+PRESET_HELP = "paper (the published HFR-AE: residual only) | surface (textures: shared feature statistics) | part " \
+              "(aligned parts: per-position feature means)"
+
+
+def preset_fields(name: Optional[str]) -> dict:
+    if name is None:
+        return {}
+    if name not in PRESETS:
+        raise HfrError(f"--preset {name!r} must be one of: {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30  # passes over the training images (bottle: 60 epochs with a cosine schedule gained < 0.001)

@@ -86,3 +86,18 @@ def test_statistics_travel_through_checkpoint_and_graph(tmp_path, stats):
     convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
     tail = [c for c in convs if not c.startswith("/model/")]
     assert len(tail) == 3, tail
+
+
+def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from hfr_edge.config import PRESETS, preset_fields
+
+    assert preset_fields("paper") == {"stats": "none"} and preset_fields(None) == {}
+    assert {ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"none", "shared", "position"}
+    out = tmp_path / "c.pt"
+    r = subprocess.run([sys.executable, "-m", "hfr_edge", "train", str(tmp_path), "-o", str(out), "--preset", "fancy"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "hfr-edge: error: --preset 'fancy' must be one of: paper, surface, part"
+    assert not out.exists()

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from ..config import ModelConfig, TrainConfig
+from ..config import PRESET_HELP, ModelConfig, TrainConfig, preset_fields
 from .options import FORMAT_HELP, NORMAL_CLASS_HELP, TEST_HELP
 
 
@@ -32,6 +32,13 @@ def train_command(
                                                 "(overlapping) or 2")] = ModelConfig.up_kernel,
     tap16: Annotated[str, typer.Option(help="Stride-16 level where the backbone has two stages there "
                                             "(efficientnet_lite0): early (stage 4, 80 ch) | late (stage 5, 112 ch)")] = ModelConfig.tap16,
+    preset: Annotated[Optional[str], typer.Option(help="Named settings: " + PRESET_HELP + "; options given "
+                                                        "beside it win")] = None,
+    stats: Annotated[Optional[str], typer.Option(help="Normal-feature statistics fused with the residual: none (the "
+                                                      "paper's HFR-AE) | shared (textures, surfaces) | position "
+                                                      "(aligned parts); default: the preset's, else the product's")] = None,
+    stats_weight: Annotated[Optional[float], typer.Option(help="Weight of the statistics' term against the residual's "
+                                                               "(both 1 on held-out normals)")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training images")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per decoder step")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = TrainConfig.lr,
@@ -44,9 +51,11 @@ def train_command(
 
     weights3 = ModelConfig.level_weights if level_weights is None else parse_triple(level_weights, "--level-weights", float)
     widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
-    mcfg = ModelConfig(backbone=backbone, image_size=image_size, level_weights=weights3, decoder_widths=widths,
-                       bottleneck=bottleneck, up_kernel=up_kernel, tap16=tap16,
-                       score=score if score in ("max", "mean") else "max")
+    chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight)) if v is not None}
+    mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
+                          "level_weights": weights3, "decoder_widths": widths, "bottleneck": bottleneck,
+                          "up_kernel": up_kernel, "tap16": tap16, "score": score if score in ("max", "mean") else "max",
+                          **chosen})
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     train_checkpoint(data, output, mcfg, tcfg, score=score, fmt=fmt, normal_class=normal_class, test=test,
                      weights=weights)
