@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = REPO.parent / "shared" / "datasets"
+DATASETS = Path(os.environ.get("HFR_EDGE_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def toy_onnx(tmp_path):
 def bottle_dir():
     d = DATASETS / "mvtec_ad" / "bottle"
     if not d.is_dir():
-        pytest.skip(f"MVTec AD bottle not found at {d} (../shared/datasets beside the repo)")
+        pytest.skip(f"MVTec AD bottle not found at {d} (set HFR_EDGE_DATASETS)")
     return d
 
 

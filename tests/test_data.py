@@ -15,7 +15,7 @@ from PIL import Image
 from hfr_edge.data import FASHION_CLASSES, list_images, load_items, open_dataset
 from hfr_edge.base.errors import HfrError
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from conftest import DATASETS  # noqa: E402
 
 
 def png(path, hw=(8, 8), value=128, mode="RGB"):
