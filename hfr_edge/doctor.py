@@ -126,7 +126,7 @@ def _gpu_text(g: Any) -> str:
 def _cv_text(c: Dict[str, Any]) -> str:
     if "error" in c or c["version"] is None:
         return _text(c.get("error") and c)
-    return f"{c['version']} " + ("with GStreamer" if c["gstreamer"] else "without GStreamer (no CSI cameras; DESIGN.md 5)")
+    return f"{c['version']} " + ("with GStreamer" if c["gstreamer"] else "without GStreamer (no CSI cameras)")
 
 
 def rows(info: Dict[str, Any]) -> List[Tuple[str, str]]:

@@ -16,6 +16,7 @@ from ..fsio import atomic_path
 from .graph import ALLOWED_OPS, set_graph_meta
 
 MIN_OPSET = 17  # LayerNormalization-era opsets; ReduceMax with axes input from 18 is handled by the exporter
+TRT8_MAX_OPSET = 17  # TensorRT 8.5 / 8.6's ONNX parser (JetPack 5) reads opset <= 17
 
 
 def _trace_to_proto(module, size: int, opset: int, batch: Union[str, int]):
@@ -73,6 +74,10 @@ def export_onnx(ckpt: str, output: str = "model.onnx", precision: str = "fp32", 
         raise HfrError(f"--precision {precision!r} must be fp32 or fp16 (int8 comes from `hfr-edge calibrate`)")
     if opset < MIN_OPSET:
         raise HfrError(f"--opset {opset} is too old for this graph; use {MIN_OPSET} or newer")
+    if opset > TRT8_MAX_OPSET:
+        print(f"note: opset {opset} graphs need TensorRT 9 or newer: TensorRT 8.5 (JetPack 5) reads opset <= "
+              f"{TRT8_MAX_OPSET}, so `hfr-edge build` refuses this graph there; export with --opset "
+              f"{TRT8_MAX_OPSET} for a JetPack 5 device", file=sys.stderr)
     if batch != "dynamic" and (not str(batch).isdigit() or int(batch) < 1):
         raise HfrError(f"--batch {batch!r} must be 'dynamic' or a positive integer")
     out = Path(output)

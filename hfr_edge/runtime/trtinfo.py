@@ -1,6 +1,6 @@
 """What TensorRT and GPU this device has, and whether an engine was built for them.
 
-Engines and timing caches are specific to the GPU and the TensorRT version (DESIGN.md 4), so
+Engines and timing caches are specific to the GPU and the TensorRT version, so
 `hfr-edge build` stores a fingerprint in model.engine.json and the runtime checks it before
 loading. torch-free; tensorrt and pycuda are imported lazily; runs on Python 3.8 (JetPack 5).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..errors import HfrError
 
@@ -121,9 +121,10 @@ def engine_fingerprint(precision: str, batch_profile: Sequence[int], image_size:
             "onnx_sha256": onnx_sha256, "norm": dict(norm)}
 
 
-def _major_minor(version: Optional[str]) -> Optional[str]:
-    m = re.match(r"\s*(\d+)\.(\d+)", version or "")
-    return f"{m.group(1)}.{m.group(2)}" if m else None
+def _version_tuple(version: Optional[str]) -> Optional[Tuple[int, ...]]:
+    """'8.5.2.2' -> (8, 5, 2, 2): every number, since an engine is specific to the exact TensorRT build."""
+    nums = re.findall(r"\d+", version or "")
+    return tuple(int(n) for n in nums) if nums else None
 
 
 def _same_gpu(a: str, b: str) -> bool:
@@ -133,7 +134,8 @@ def _same_gpu(a: str, b: str) -> bool:
 
 
 def check_engine_fingerprint(meta, engine_path) -> None:
-    """Refuse (HfrError) an engine built with another TensorRT major.minor, GPU or compute capability.
+    """Refuse (HfrError) an engine built with another TensorRT version (major.minor.patch.build: engines
+    are not portable across TensorRT versions), GPU or compute capability.
 
     `meta` is the engine's ArtifactMeta; its fingerprint lives in meta.extra["fingerprint"]. What
     this device cannot tell (no GPU probe answered) is not held against the engine.
@@ -149,7 +151,7 @@ def check_engine_fingerprint(meta, engine_path) -> None:
     gpu = gpu_info() or {}
     built_trt, built_gpu, built_cc = fp.get("tensorrt"), fp.get("gpu"), fp.get("compute_capability")
     here_gpu, here_cc = gpu.get("name"), gpu.get("compute_capability")
-    mismatch = _major_minor(built_trt) != _major_minor(here_trt)
+    mismatch = _version_tuple(built_trt) != _version_tuple(here_trt)
     if built_gpu and here_gpu and not _same_gpu(built_gpu, here_gpu):
         mismatch = True
     if built_cc and here_cc and built_cc != here_cc:
