@@ -79,6 +79,7 @@ class Recorder:
         self.parsed: List[bytes] = []  # every buffer given to OnnxParser.parse
         self.layers: list = []  # the network's layers, after parsing
         self.serialized_cache = b"TIMING-CACHE"
+        self.cuda = None  # the fake CUDA runtime whose memory an executed engine reads and writes
         self.module = _module(self)
 
 
@@ -298,7 +299,138 @@ def _module(rec: Recorder):  # noqa: C901 - one fake module, class by class
     Logger = type("Logger", (), {"__init__": lambda self, level=None: None, **severity})
 
     return types.SimpleNamespace(__version__=v, Builder=Builder, OnnxParser=OnnxParser, IBuilderConfig=Config,
-                                 ILayer=Layer, Logger=Logger, **enums)
+                                 ILayer=Layer, Logger=Logger, nptype=_nptype(enums["DataType"]),
+                                 Runtime=_runtime(rec, v, enums), **enums)
+
+
+def _nptype(DataType):
+    import numpy as np
+
+    def nptype(dtype):  # tensorrt/__init__.py's mapping, for the types used here
+        return {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT32: np.int32}[dtype]
+    return nptype
+
+
+# The engine a fake Runtime deserializes: the toy graph (map = mean over RGB of |x - 0.5| * 2, score = its
+# max), side S, profile batch 1..MAX_BATCH, computed on the fake CUDA runtime's memory when executed.
+S, MAX_BATCH = 64, 4
+IO = (("image", True, (3, S, S)), ("anomaly_map", False, (1, S, S)), ("score", False, ()))
+
+
+def _toy(x):
+    import numpy as np
+
+    amap = (np.abs(x - 0.5) * 2).mean(axis=1, keepdims=True)
+    return amap, amap.reshape(len(x), -1).max(axis=1)
+
+
+def _runtime(rec: Recorder, v: str, enums):  # noqa: C901
+    import numpy as np
+
+    FLOAT, mode = enums["DataType"].FLOAT, enums["TensorIOMode"]
+
+    class Context(_Strict):
+        def __init__(self):
+            object.__setattr__(self, "_batch", None)
+            object.__setattr__(self, "_addr", {})
+
+        def _shape(self, name):
+            per = dict((n, s) for n, _, s in IO)[name]
+            return (self._batch if self._batch is not None else -1,) + per
+
+        def _set_batch(self, shape):
+            ok = len(shape) == 4 and 1 <= shape[0] <= MAX_BATCH and tuple(shape[1:]) == (3, S, S)
+            if ok:
+                object.__setattr__(self, "_batch", int(shape[0]))
+            return ok
+
+        def _run(self, stream):
+            rt = rec.cuda
+            n = self._batch
+            x = rt.device_array(self._addr["image"], n * 3 * S * S).reshape(n, 3, S, S)
+            amap, score = _toy(x)
+            rt.device_array(self._addr["anomaly_map"], n * S * S)[:] = amap.reshape(-1)
+            rt.device_array(self._addr["score"], n)[:] = score
+            rec.calls.append(("execute", n, int(stream)))
+            return True
+
+        # TensorRT >= 10: tensors by name
+        def set_input_shape(self, name, shape):
+            return name == "image" and self._set_batch(tuple(shape))
+
+        def get_tensor_shape(self, name):
+            return self._shape(name)
+
+        def set_tensor_address(self, name, ptr):
+            self._addr[name] = int(ptr)
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            return self._run(stream_handle)
+
+        # TensorRT 8.5: bindings by index
+        def set_binding_shape(self, index, shape):
+            return index == 0 and self._set_batch(tuple(shape))
+
+        def get_binding_shape(self, index):
+            return self._shape(IO[index][0])
+
+        def execute_async_v2(self, bindings, stream_handle):
+            for (name, _, _), ptr in zip(IO, bindings):
+                self._addr[name] = int(ptr)
+            return self._run(stream_handle)
+
+    Context = _restrict(Context, "IExecutionContext", v, _public(Context))
+
+    class Engine(_Strict):
+        num_io_tensors = len(IO)
+        num_bindings = len(IO)
+
+        def get_tensor_name(self, i):
+            return IO[i][0]
+
+        def get_tensor_mode(self, name):
+            return mode.INPUT if dict((n, i) for n, i, _ in IO)[name] else mode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return FLOAT
+
+        def get_tensor_shape(self, name):
+            return (-1,) + dict((n, s) for n, _, s in IO)[name]
+
+        def get_tensor_profile_shape(self, name, profile):
+            assert name == "image" and profile == 0
+            return [(b, 3, S, S) for b in (1, 2, MAX_BATCH)]
+
+        def get_binding_name(self, i):
+            return IO[i][0]
+
+        def binding_is_input(self, i):
+            return IO[i][1]
+
+        def get_binding_dtype(self, i):
+            return FLOAT
+
+        def get_binding_shape(self, i):
+            return (-1,) + IO[i][2]
+
+        def get_profile_shape(self, profile, i):
+            assert i == 0 and profile == 0
+            return [(b, 3, S, S) for b in (1, 2, MAX_BATCH)]
+
+        def create_execution_context(self):
+            return Context()
+
+    Engine = _restrict(Engine, "ICudaEngine", v, _public(Engine))
+
+    class Runtime(_Strict):
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return Engine() if bytes(data) == b"ENGINE-BYTES" else None
+
+    return _restrict(Runtime, "Runtime", v, _public(Runtime))
 
 
 def install(monkeypatch, version: str) -> Recorder:

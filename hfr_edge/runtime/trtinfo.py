@@ -2,7 +2,7 @@
 
 Engines and timing caches are specific to the GPU and the TensorRT version, so
 `hfr-edge build` stores a fingerprint in model.engine.json and the runtime checks it before
-loading. torch-free; tensorrt and pycuda are imported lazily; runs on Python 3.8 (JetPack 5).
+loading. torch-free; tensorrt and the CUDA bindings are imported lazily; runs on Python 3.8 (JetPack 5).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ def trt_version() -> Optional[str]:
 def gpu_info() -> Optional[Dict[str, Any]]:
     """{"name", "compute_capability" ("8.7"), "memory_mib", "source"} of GPU 0, or None without one.
 
-    Tries pycuda, then a Jetson's device tree (where nvidia-smi may be missing), then nvidia-smi.
+    Tries pycuda, cuda-python, then a Jetson's device tree (where nvidia-smi may be missing), then nvidia-smi.
     """
-    for probe in (_gpu_pycuda, _gpu_jetson, _gpu_nvidia_smi):
+    for probe in (_gpu_pycuda, _gpu_cuda_python, _gpu_jetson, _gpu_nvidia_smi):
         info = probe()
         if info:
             return info
@@ -52,6 +52,24 @@ def _gpu_pycuda() -> Optional[Dict[str, Any]]:
         return {"name": dev.name(), "compute_capability": f"{major}.{minor}",
                 "memory_mib": int(dev.total_memory() // 2**20), "source": "pycuda"}
     except Exception:  # noqa: BLE001 - no pycuda, no driver, no device: try the next probe
+        return None
+
+
+def _gpu_cuda_python() -> Optional[Dict[str, Any]]:
+    try:
+        from .cudabind import import_cudart  # noqa: PLC0415
+
+        rt = import_cudart()
+        err, count = rt.cudaGetDeviceCount()
+        if int(getattr(err, "value", err)) != 0 or count < 1:
+            return None
+        err, props = rt.cudaGetDeviceProperties(0)
+        if int(getattr(err, "value", err)) != 0:
+            return None
+        name = props.name.split(b"\0")[0].decode() if isinstance(props.name, bytes) else str(props.name)
+        return {"name": name, "compute_capability": f"{props.major}.{props.minor}",
+                "memory_mib": int(props.totalGlobalMem // 2**20), "source": "cuda-python"}
+    except Exception:  # noqa: BLE001 - no cuda-python, no driver, no device: try the next probe
         return None
 
 
@@ -170,7 +188,7 @@ def describe_missing() -> Optional[str]:
     if trt_version() is None:
         missing.append("TensorRT's Python bindings (tensorrt)")
     if gpu_info() is None:
-        missing.append("an NVIDIA GPU (no pycuda device, no Jetson, no nvidia-smi)")
+        missing.append("an NVIDIA GPU (no CUDA device via pycuda or cuda-python, no Jetson, no nvidia-smi)")
     if not missing:
         return None
     how = ("on a Jetson use JetPack's system TensorRT from a virtual environment made with "
