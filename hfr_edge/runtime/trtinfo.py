@@ -28,6 +28,24 @@ def trt_version() -> Optional[str]:
     return str(getattr(tensorrt, "__version__", "unknown"))
 
 
+def trt_lib_version() -> Optional[str]:
+    """TensorRT's version from its Python bindings, else from libnvinfer itself (what ONNX Runtime's
+    TensorRT provider loads, with or without the bindings): getInferLibVersion(), e.g. "lib100300"."""
+    version = trt_version()
+    if version is not None:
+        return version
+    import ctypes  # noqa: PLC0415
+
+    for name in ("libnvinfer.so.11", "libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", "nvinfer.dll"):
+        try:
+            fn = ctypes.CDLL(name).getInferLibVersion
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_int32
+        return f"lib{fn()}"
+    return None
+
+
 def gpu_info() -> Optional[Dict[str, Any]]:
     """{"name", "compute_capability" ("8.7"), "memory_mib", "source"} of GPU 0, or None without one.
 
