@@ -309,11 +309,12 @@ def device(monkeypatch):
 def test_fingerprint_accepts_the_same_device(device):
     check = device("8.5.2.2", "NVIDIA Jetson AGX Orin Developer Kit", "8.7")  # device tree names the module
     check(_engine_meta(), "model.engine")  # pycuda said "Orin" at build time: the same GPU
+    device("8.5.2", "Orin", "8.7")(_engine_meta(), "model.engine")  # no build number here: nothing disagrees
 
 
 @pytest.mark.parametrize("trt,gpu,cc", [("10.3.0", "Orin", "8.7"), ("8.5.2.2", "Xavier", "7.2"),
                                         ("8.5.2.2", "Orin", "8.6"), ("8.5.3.1", "Orin", "8.7"),
-                                        ("8.5.2.1", "Orin", "8.7"), ("8.5.2", "Orin", "8.7")])
+                                        ("8.5.2.1", "Orin", "8.7"), ("8.5.3", "Orin", "8.7")])
 def test_fingerprint_refuses_another_device(device, trt, gpu, cc):
     check = device(trt, gpu, cc)
     with pytest.raises(HfrError, match=r"model.engine: built for Orin cc 8.7 with TensorRT 8.5.2.2, this device is "

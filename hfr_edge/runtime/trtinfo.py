@@ -163,6 +163,16 @@ def _version_tuple(version: Optional[str]) -> Optional[Tuple[int, ...]]:
     return tuple(int(n) for n in nums) if nums else None
 
 
+def _same_version(a: Optional[str], b: Optional[str]) -> bool:
+    """Every number both name must agree: '8.5.2.2' vs '8.5.2.1' differ, '10.3.0' vs '10.3.0.30' (a version
+    string without its build number) agree."""
+    ta, tb = _version_tuple(a), _version_tuple(b)
+    if ta is None or tb is None:
+        return ta == tb
+    n = min(len(ta), len(tb))
+    return ta[:n] == tb[:n]
+
+
 def _same_gpu(a: str, b: str) -> bool:
     """pycuda says 'Orin', the device tree 'NVIDIA Jetson AGX Orin Developer Kit': same GPU."""
     a, b = (re.sub(r"\bnvidia\b|[^a-z0-9]+", " ", x.lower()).split() for x in (a, b))
@@ -187,7 +197,7 @@ def check_engine_fingerprint(meta, engine_path) -> None:
     gpu = gpu_info() or {}
     built_trt, built_gpu, built_cc = fp.get("tensorrt"), fp.get("gpu"), fp.get("compute_capability")
     here_gpu, here_cc = gpu.get("name"), gpu.get("compute_capability")
-    mismatch = _version_tuple(built_trt) != _version_tuple(here_trt)
+    mismatch = not _same_version(built_trt, here_trt)
     if built_gpu and here_gpu and not _same_gpu(built_gpu, here_gpu):
         mismatch = True
     if built_cc and here_cc and built_cc != here_cc:
