@@ -1,5 +1,5 @@
 """`hfr-edge doctor`: what this machine has for each stage (Python, Jetson/L4T, torch, ONNX Runtime,
-onnx, TensorRT, pycuda, GPU, OpenCV with or without GStreamer, cameras), as an aligned table and
+onnx, TensorRT, the CUDA binding in use (pycuda or cuda-python), GPU, OpenCV with or without GStreamer, cameras), as an aligned table and
 optionally JSON. Each probe imports lazily and reports what it finds; doctor always exits 0.
 """
 
@@ -57,6 +57,32 @@ def _module_version(name: str, attr: str = "__version__") -> Optional[str]:
     return str(getattr(mod, attr, "unknown"))
 
 
+def _cuda_binding() -> Dict[str, Any]:
+    """Which CUDA binding TensorRT engines would run with here, and the cuda-python version."""
+    from importlib import metadata  # noqa: PLC0415
+
+    from .runtime.cuda import binding_available  # noqa: PLC0415
+
+    version = None
+    for dist in ("cuda-bindings", "cuda-python"):  # cuda-python >= 12.8 ships the bindings as cuda-bindings
+        try:
+            version = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    return {"in_use": binding_available(), "cuda_python": version}
+
+
+def _cuda_binding_text(c: Any) -> str:
+    if not isinstance(c, dict) or "error" in c:
+        return _text(c)
+    if c["in_use"] is None:
+        return "none: pip install cuda-python (or pycuda) to run TensorRT engines"
+    if c["in_use"] == "cuda.bindings":
+        return f"cuda.bindings {c['cuda_python'] or ''}".strip()
+    return "pycuda" + (f", cuda-python {c['cuda_python']} installed" if c["cuda_python"] else "")
+
+
 def _opencv() -> Dict[str, Any]:
     try:
         import cv2  # noqa: PLC0415
@@ -88,6 +114,7 @@ def collect() -> Dict[str, Any]:
         "onnx": _safe(lambda: _module_version("onnx")),
         "tensorrt": _safe(trt_version),
         "pycuda": _safe(lambda: _module_version("pycuda", "VERSION_TEXT")),
+        "cuda_binding": _safe(_cuda_binding),
         "gpu": _safe(gpu_info),
         "opencv": _safe(_opencv),
         "cameras": _safe(lambda: sorted(glob.glob("/dev/video*"))),
@@ -140,6 +167,7 @@ def rows(info: Dict[str, Any]) -> List[Tuple[str, str]]:
         ("onnx", _text(info["onnx"])),
         ("tensorrt", _text(info["tensorrt"])),
         ("pycuda", _text(info["pycuda"])),
+        ("cuda binding", _cuda_binding_text(info["cuda_binding"])),
         ("gpu", _gpu_text(info["gpu"])),
         ("opencv", _cv_text(info["opencv"])),
         ("cameras", ", ".join(cams) if isinstance(cams, list) and cams else _text(cams or None, "none")),

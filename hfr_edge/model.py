@@ -63,13 +63,27 @@ class Decoder(nn.Module):
         return [r4, r8, r16]
 
 
-def cosine_residual(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """1 - cosine similarity along channels: (B, C, h, w) x2 -> (B, 1, h, w), in float32."""
-    a, b = a.float(), b.float()
-    dot = (a * b).sum(1, keepdim=True)
-    na = (a * a).sum(1, keepdim=True)
-    nb = (b * b).sum(1, keepdim=True)
-    return 1.0 - dot / torch.sqrt(torch.clamp(na * nb, min=eps * eps))
+RESIDUAL_EPS = 1e-4  # a normal float16 number (1e-6 and its square are subnormal or 0 there)
+
+
+def _unit(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / ||x|| along channels without ever squaring a large value: x is first divided by its
+    largest |component|, so the sum of squares is at most C, far below float16's 65,504 for any
+    backbone here (WideResNet-50's 1,024 channels included)."""
+    peak = torch.amax(torch.maximum(x, -x), dim=1, keepdim=True).clamp(min=eps)  # Neg + Max: no Abs op
+    x = x / peak
+    return x / torch.sqrt((x * x).sum(1, keepdim=True)).clamp(min=eps)
+
+
+def cosine_distance(a: torch.Tensor, b: torch.Tensor, eps: float = RESIDUAL_EPS) -> torch.Tensor:
+    """1 - cosine similarity along channels in the inputs' own precision: (B, C, h, w) x2 -> (B, 1, h, w).
+    Overflow-free in float16, which a weakly typed TensorRT build may choose for the tail."""
+    return 1.0 - (_unit(a, eps) * _unit(b, eps)).sum(1, keepdim=True)
+
+
+def cosine_residual(a: torch.Tensor, b: torch.Tensor, eps: float = RESIDUAL_EPS) -> torch.Tensor:
+    """cosine_distance in float32 (the graph's fusion tail is float32)."""
+    return cosine_distance(a.float(), b.float(), eps)
 
 
 class FeatureGaussian(nn.Module):

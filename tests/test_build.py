@@ -112,145 +112,181 @@ def test_calibration_images_in_order(tmp_path):
         find_calib_images(model, meta, str(tmp_path / "nowhere"))
 
 
-# --- build_engine against a recording stand-in for the tensorrt module -------------------------
-
-
-class _Rec:
-    """Records TensorRT calls; stands in for tensorrt where it cannot be installed."""
-
-    def __init__(self, version, input_shape=(-1, 3, 64, 64), parse_error=None):
-        self.calls = []
-        self.input_shape, self.parse_error = input_shape, parse_error
-        rec = self
-
-        class Config:
-            def set_memory_pool_limit(self, pool, size):
-                rec.calls.append(("set_memory_pool_limit", pool, size))
-
-            def set_flag(self, flag):
-                rec.calls.append(("set_flag", flag))
-
-            def add_optimization_profile(self, p):
-                rec.calls.append(("add_optimization_profile",))
-
-            def create_timing_cache(self, data):
-                rec.calls.append(("create_timing_cache", bytes(data)))
-                return b"cache:" + bytes(data)
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                rec.calls.append(("set_timing_cache", ignore_mismatch))
-                return True
-
-            def get_timing_cache(self):
-                return types.SimpleNamespace(serialize=lambda: b"TIMING")
-
-        class Profile:
-            def set_shape(self, name, lo, opt, hi):
-                rec.calls.append(("set_shape", name, tuple(lo), tuple(opt), tuple(hi)))
-
-        class Network:
-            num_inputs = 1
-
-            def get_input(self, i):
-                return types.SimpleNamespace(name="image", shape=rec.input_shape)
-
-        class Builder:
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                rec.calls.append(("create_network", flags))
-                return Network()
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                rec.calls.append(("build_serialized_network",))
-                return b"ENGINE-BYTES"
-
-        class Parser:
-            def __init__(self, network, logger):
-                self.num_errors = 1 if rec.parse_error else 0
-
-            def parse(self, data):
-                return not rec.parse_error
-
-            def get_error(self, i):
-                return rec.parse_error
-
-        self.module = types.SimpleNamespace(
-            __version__=version, Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
-            Builder=Builder, OnnxParser=Parser, IBuilderConfig=Config,
-            NetworkDefinitionCreationFlag=types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1),
-            BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8"),
-            MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"))
+# --- build_engine against a strict stand-in for each generation's tensorrt module ----------------
 
 
 @pytest.fixture
 def fake_trt(monkeypatch):
-    def install(version, **kw):
-        rec = _Rec(version, **kw)
-        monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
+    from fake_trt import install
+
+    def setup(version):
         monkeypatch.setattr(engine_mod, "quick_latency", lambda *a, **k: None)
-        return rec
-    return install
+        return install(monkeypatch, version)
+    return setup
 
 
-def test_build_engine_trt10_int8_wiring(tmp_path, fake_trt):
-    pytest.importorskip("onnx")
-    from toy import make_toy_onnx
+def _names(rec, call):
+    return [c[1] for c in rec.calls if c[0] == call]
 
-    onnx_path = make_toy_onnx(tmp_path / "model.int8.onnx", size=64, precision="int8")
-    rec = fake_trt("10.3.0")
-    plan = make_plan("10.3.0", engine_mod.api_of(rec.module), "int8")
+
+@pytest.mark.parametrize("version,precision,network_flags,builder_flags,tail", [
+    ("8.5.3", "fp32", 1 << 0, [], False),
+    ("8.5.3", "fp16", 1 << 0, ["FP16", "OBEY_PRECISION_CONSTRAINTS"], True),
+    ("8.5.3", "int8", 1 << 0, ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"], True),
+    ("10.3.0", "fp16", 1 << 1, [], False),  # STRONGLY_TYPED
+    ("10.3.0", "int8", 1 << 1, [], False),
+    ("11.0.0", "fp16", 0, [], False),  # strongly typed is the only mode
+    ("11.0.0", "int8", 0, [], False),
+])
+def test_build_engine_per_generation(tmp_path, fake_trt, tiny_graphs, version, precision, network_flags,
+                                     builder_flags, tail):
+    onnx_path = tiny_graphs[precision]
+    rec = fake_trt(version)
     cache = tmp_path / "timing.cache"
+    cache.write_bytes(rec.serialized_cache)  # a cache an earlier build wrote
+    plan = make_plan(version, engine_mod.api_of(rec.module), precision)
     summary = build_engine(onnx_path, tmp_path / "model.engine", plan, (1, 2, 8), 2 << 30, cache)
-    assert ("create_network", 1 << 1) in rec.calls  # STRONGLY_TYPED only
+    assert rec.parsed == [onnx_path.read_bytes()]  # the graph's own bytes, parsed once
+    assert _names(rec, "create_network") == [network_flags]
+    assert _names(rec, "set_flag") == builder_flags
     assert ("set_memory_pool_limit", "WORKSPACE", 2 << 30) in rec.calls
-    assert not [c for c in rec.calls if c[0] == "set_flag"]
+    order = [c[0] for c in rec.calls]
+    # the profile is set and registered, and the earlier timing cache loaded, before the build
     assert ("set_shape", "image", (1, 3, 64, 64), (2, 3, 64, 64), (8, 3, 64, 64)) in rec.calls
-    assert (tmp_path / "model.engine").read_bytes() == b"ENGINE-BYTES" and cache.read_bytes() == b"TIMING"
-    meta = load_meta(tmp_path / "model.engine")
-    assert meta.kind == "engine" and meta.precision == "int8" and meta.image_size == 64
-    assert meta.norm == {"threshold": 1.0, "low": 0.0} and meta.extra["toy"] is True
-    fp = meta.extra["fingerprint"]
-    assert fp["tensorrt"] == "10.3.0" and fp["batch_profile"] == [1, 2, 8] and fp["precision"] == "int8"
-    assert fp["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    assert meta.extra["build"]["plan"]["network_flags"] == ["STRONGLY_TYPED"]
-    assert summary["engine_bytes"] == len(b"ENGINE-BYTES") and summary["precision"] == "int8"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert order.index("set_shape") < order.index("add_optimization_profile") < order.index("build_serialized_network")
+    assert ("create_timing_cache", rec.serialized_cache) in rec.calls
+    assert ("build_serialized_network", 1, rec.serialized_cache) in rec.calls  # 1 profile, the cache set
+    assert ("profiling_verbosity", "ProfilingVerbosity.DETAILED") in rec.calls
+    rec.serialized_cache = b"TIMING-CACHE"
+    assert cache.read_bytes() == rec.serialized_cache  # saved after the build
+    assert (tmp_path / "model.engine").read_bytes() == b"ENGINE-BYTES" and summary["precision"] == precision
+    assert load_meta(tmp_path / "model.engine").extra["build"]["plan"]["tail_fp32"] is tail
+    pinned = [layer for layer in rec.layers if layer.precision_set]
+    if not tail:
+        assert not pinned and not any(layer.output_types for layer in rec.layers)
+        return
+    from hfr_edge.export.graph import tail_nodes
+    import onnx
+
+    tail_names = tail_nodes(onnx.load(str(onnx_path))) - {n.name for n in onnx.load(str(onnx_path)).graph.node
+                                                           if n.op_type in ("Constant", "QuantizeLinear",
+                                                                            "DequantizeLinear")}
+    assert {layer.name for layer in pinned} == tail_names  # every tail layer, no encoder/decoder layer
+    float32 = rec.module.DataType.FLOAT
+    assert all(layer.precision == float32 and set(layer.output_types.values()) == {float32} for layer in pinned)
 
 
-def test_build_engine_trt85_flags_and_explicit_batch(tmp_path, fake_trt):
-    pytest.importorskip("onnx")
-    from toy import make_toy_onnx
+@pytest.fixture(scope="module")
+def tiny_graphs(tiny_model_onnx, syn_data, tmp_path_factory):
+    """The tiny model's fp32, fp16 and int8 graphs."""
+    import io
 
-    onnx_path = make_toy_onnx(tmp_path / "model.int8.onnx", size=64, precision="int8")
-    rec = fake_trt("8.5.2.2")
-    build_engine(onnx_path, tmp_path / "model.engine", make_plan("8.5.2.2", None, "int8"), (1, 1, 8), 2**30)
-    assert ("create_network", 1 << 0) in rec.calls
-    assert [c[1] for c in rec.calls if c[0] == "set_flag"] == ["INT8", "FP16"]
-    assert not [c for c in rec.calls if c[0] == "create_timing_cache"]
-    assert json.loads((tmp_path / "model.engine.json").read_text())["kind"] == "engine"
+    from hfr_edge.export.fp16 import convert_fp16
+    from hfr_edge.variants import calibrate_model
+
+    d = tmp_path_factory.mktemp("graphs")
+    return {"fp32": tiny_model_onnx, "fp16": convert_fp16(tiny_model_onnx, d / "model.fp16.onnx"),
+            "int8": calibrate_model(str(tiny_model_onnx), str(syn_data / "train"), d / "model.int8.onnx", n=8,
+                                    report=False, log=io.StringIO())}
+
+
+def test_without_a_timing_cache_file_a_new_one_is_made(tmp_path, fake_trt, toy_onnx):
+    rec = fake_trt("10.3.0")
+    cache = tmp_path / "new.cache"
+    build_engine(toy_onnx, tmp_path / "m.engine", make_plan("10.3.0", None, "fp32"), (1, 1, 8), 2**30, cache)
+    assert ("create_timing_cache", b"") in rec.calls and cache.read_bytes() == rec.serialized_cache
+
+
+def test_a_foreign_timing_cache_is_replaced(tmp_path, fake_trt, tiny_graphs, capsys):
+    rec = fake_trt("8.5.3")
+    cache = tmp_path / "other.cache"
+    cache.write_bytes(b"from another GPU")
+    build_engine(tiny_graphs["fp32"], tmp_path / "m.engine", make_plan("8.5.3", None, "fp32"), (1, 1, 8), 2**30, cache)
+    assert [c[1] for c in rec.calls if c[0] == "create_timing_cache"] == [b"from another GPU", b""]
+    assert "does not fit this device" in capsys.readouterr().err
+
+
+def test_no_timing_cache_unless_asked(tmp_path, fake_trt, tiny_graphs):
+    rec = fake_trt("8.5.3")
+    build_engine(tiny_graphs["fp32"], tmp_path / "m.engine", make_plan("8.5.3", None, "fp32"), (1, 1, 8), 2**30)
+    assert not [c for c in rec.calls if c[0] in ("create_timing_cache", "set_timing_cache")]
+    assert json.loads((tmp_path / "m.engine.json").read_text())["kind"] == "engine"
+
+
+def test_the_fake_refuses_what_the_bindings_lack(fake_trt):
+    """What the strict fake holds against code written for another generation."""
+    trt = fake_trt("11.0.0").module
+    assert not hasattr(trt.BuilderFlag, "FP16") and not hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    assert hasattr(trt.BuilderFlag, "DIRECT_IO")  # deprecated in 11, not removed
+    config = trt.Builder(trt.Logger(trt.Logger.WARNING)).create_builder_config()
+    with pytest.raises(AttributeError, match="int8_calibrator"):
+        config.int8_calibrator = None
+    assert not hasattr(trt.ILayer, "precision") and not hasattr(trt.ILayer, "set_output_type")
+    config10 = fake_trt("10.3.0").module.Builder(None).create_builder_config()
+    with pytest.raises(AttributeError, match="max_workspace_size"):
+        config10.max_workspace_size = 1 << 30  # gone from the bindings in 10.x
+
+
+def test_empty_or_foreign_bytes_do_not_parse(tmp_path, fake_trt, toy_onnx, monkeypatch):
+    fake_trt("10.3.0")
+    monkeypatch.setattr(engine_mod.Path, "read_bytes", lambda self: b"")
+    with pytest.raises(HfrError, match=r"cannot parse node -1: not an ONNX model"):
+        build_engine(toy_onnx, tmp_path / "out.engine", make_plan("10.3.0", None, "fp32"))
+    assert not (tmp_path / "out.engine").exists()
+
+
+def test_opset_above_17_refused_for_tensorrt_8(tmp_path, fake_trt, toy_onnx):
+    fake_trt("8.5.3")  # the toy graph is opset 18
+    with pytest.raises(HfrError, match=r"toy.onnx: opset 18, but TensorRT 8.5's ONNX parser reads opset <= 17; "
+                                       r"re-export it with `hfr-edge export ckpt.pt --opset 17`"):
+        build_engine(toy_onnx, tmp_path / "out.engine", make_plan("8.5.3", None, "fp32"))
+    with pytest.raises(HfrError, match="opset 18"):
+        make_plan("8.5.3", None, "fp32", graph_opset=18)
+    make_plan("10.3.0", None, "fp32", graph_opset=18)
+
+
+def test_a_per_channel_deconv_int8_graph_is_refused(tmp_path, fake_trt, tiny_graphs):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tiny_graphs["int8"]))
+    g = model.graph
+    deconv = next(n for n in g.node if n.op_type == "ConvTranspose")
+    dq = next(n for n in g.node if deconv.input[1] in n.output)
+    scale = next(i for i in g.initializer if i.name == dq.input[1])
+    scale.CopyFrom(numpy_helper.from_array(np.full(4, 0.01, np.float32), scale.name))
+    bad = tmp_path / "model.int8.onnx"
+    onnx.save(model, str(bad))
+    (tmp_path / "model.int8.onnx.json").write_text(tiny_graphs["int8"].with_name("model.int8.onnx.json").read_text())
+    rec = fake_trt("8.5.3")
+    with pytest.raises(HfrError, match=r"ConvTranspose weight quantized per channel.*recalibrate it"):
+        build_engine(bad, tmp_path / "out.engine", make_plan("8.5.3", None, "int8"))
+    assert not rec.parsed and not (tmp_path / "out.engine").exists()
 
 
 def test_parser_error_names_the_node_and_writes_nothing(tmp_path, fake_trt, toy_onnx):
+    rec = fake_trt("10.3.0")
     err = types.SimpleNamespace(node=lambda: 3, node_name=lambda: "/decoder/Conv_7", node_operator=lambda: "Conv",
                                 desc=lambda: "Unsupported\n attribute")
-    fake_trt("10.3.0", parse_error=err)
+
+    class Failing(rec.module.OnnxParser):
+        def parse(self, data):
+            self._errors.append(err)
+            return False
+    rec.module.OnnxParser = Failing
     with pytest.raises(HfrError, match=r"cannot parse node 3 /decoder/Conv_7 Conv: Unsupported attribute;") as e:
         build_engine(toy_onnx, tmp_path / "out.engine", make_plan("10.3.0", None, "fp32"))
     assert "\n" not in str(e.value) and not (tmp_path / "out.engine").exists()
 
 
-def test_fixed_batch_graph_needs_matching_profile(tmp_path, fake_trt, toy_onnx):
-    fake_trt("10.3.0", input_shape=(1, 3, 64, 64))
+def test_fixed_batch_graph_needs_matching_profile(tmp_path, fake_trt, tiny_ckpt):
+    from hfr_edge.export.onnx_export import export_onnx
+
+    fixed = export_onnx(str(tiny_ckpt), str(tmp_path / "b1.onnx"), batch=1)
+    fake_trt("10.3.0")
     with pytest.raises(HfrError, match="batch is fixed to 1; use --batch 1:1:1"):
-        build_engine(toy_onnx, tmp_path / "out.engine", make_plan("10.3.0", None, "fp32"), (1, 1, 8))
+        build_engine(fixed, tmp_path / "out.engine", make_plan("10.3.0", None, "fp32"), (1, 1, 8))
 
 
 # --- the engine fingerprint the runtime checks ----------------------------------------------------
@@ -275,11 +311,12 @@ def device(monkeypatch):
 def test_fingerprint_accepts_the_same_device(device):
     check = device("8.5.2.2", "NVIDIA Jetson AGX Orin Developer Kit", "8.7")  # device tree names the module
     check(_engine_meta(), "model.engine")  # pycuda said "Orin" at build time: the same GPU
-    device("8.5.3.1", "Orin", "8.7")(_engine_meta(), "model.engine")  # same major.minor
+    device("8.5.2", "Orin", "8.7")(_engine_meta(), "model.engine")  # no build number here: nothing disagrees
 
 
 @pytest.mark.parametrize("trt,gpu,cc", [("10.3.0", "Orin", "8.7"), ("8.5.2.2", "Xavier", "7.2"),
-                                        ("8.5.2.2", "Orin", "8.6")])
+                                        ("8.5.2.2", "Orin", "8.6"), ("8.5.3.1", "Orin", "8.7"),
+                                        ("8.5.2.1", "Orin", "8.7"), ("8.5.3", "Orin", "8.7")])
 def test_fingerprint_refuses_another_device(device, trt, gpu, cc):
     check = device(trt, gpu, cc)
     with pytest.raises(HfrError, match=r"model.engine: built for Orin cc 8.7 with TensorRT 8.5.2.2, this device is "

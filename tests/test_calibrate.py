@@ -14,7 +14,7 @@ from onnx import numpy_helper  # noqa: E402
 
 from hfr_edge.base.artifact import load_meta  # noqa: E402
 from hfr_edge.calib.frames import collect_frames, even_sample  # noqa: E402
-from hfr_edge.calib.qdq import QUANT_OPS, qdq_problems  # noqa: E402
+from hfr_edge.calib.qdq import QUANT_OPS, RESIDUAL_OP, qdq_problems  # noqa: E402
 from hfr_edge.base.errors import HfrError  # noqa: E402
 from hfr_edge.export.graph import MODEL_SCOPE  # noqa: E402
 from hfr_edge.metrics import spearman  # noqa: E402
@@ -48,7 +48,8 @@ def test_qdq_graph_follows_tensorrt_rules(int8_model):
         for c in consumers.get(n.output[0], []):
             assert c.op_type != "Resize", "Q/DQ in front of Resize"
             if n.op_type == "DequantizeLinear":
-                assert c.op_type in QUANT_OPS, f"{c.op_type} takes a quantized input"
+                residual = c.op_type == RESIDUAL_OP and c.name.startswith(MODEL_SCOPE)
+                assert c.op_type in QUANT_OPS or residual, f"{c.op_type} takes a quantized input"
     for n in g.node:  # the fusion tail (residuals, resize, blur, score, normalisation) stays float
         if not n.name.startswith(MODEL_SCOPE) and n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in n.input), n.name
@@ -57,6 +58,50 @@ def test_qdq_graph_follows_tensorrt_rules(int8_model):
     wdq = producers[conv.input[1]]
     assert wdq.op_type == "DequantizeLinear" and numpy_helper.to_array(inits[wdq.input[1]]).size > 1
     assert load_meta(int8_model).precision == "int8"
+
+
+def _dq_of(g, name):
+    return next((n for n in g.node if name in n.output and n.op_type == "DequantizeLinear"), None)
+
+
+def test_deconv_weights_per_tensor_and_residual_adds_fully_quantized(int8_model, tiny_model_onnx):
+    """What TensorRT 8.5 computes correctly (per-tensor ConvTranspose weights) and what it fuses into
+    int8 kernels (residual Adds with both inputs quantized), checked on the written graph."""
+    g = onnx.load(str(int8_model)).graph
+    fp32 = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tiny_model_onnx)).graph.initializer}
+    fp32_w = {n.name: fp32[n.input[1]] for n in onnx.load(str(tiny_model_onnx)).graph.node if n.op_type == "ConvTranspose"}
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    deconvs = [n for n in g.node if n.op_type == "ConvTranspose"]
+    assert len(deconvs) == 3
+    for n in deconvs:
+        dq = _dq_of(g, n.input[1])
+        q, scale, zp = (inits[i] for i in dq.input)
+        assert scale.size == 1 and zp.size == 1 and not any(a.name == "axis" for a in dq.attribute)
+        w = fp32_w[n.name]
+        assert float(scale) == pytest.approx(np.abs(w).max() / 127, rel=1e-6) and np.abs(q).max() == 127
+        assert np.abs(q * scale - w).max() <= float(scale) / 2 + 1e-7  # rounding error only
+    adds = [n for n in g.node if n.op_type == RESIDUAL_OP and n.name.startswith(MODEL_SCOPE)]
+    assert adds and all(_dq_of(g, i) is not None for n in adds for i in n.input)
+
+
+def test_graph_checks_reject_per_channel_deconv_and_half_quantized_add(int8_model):
+    model = onnx.load(str(int8_model))
+    g = model.graph
+    deconv = next(n for n in g.node if n.op_type == "ConvTranspose")
+    dq = _dq_of(g, deconv.input[1])
+    inits = {i.name: i for i in g.initializer}
+    q = numpy_helper.to_array(inits[dq.input[0]])
+    channels = q.shape[1]  # ONNX Runtime >= 1.18 quantizes ConvTranspose weights on axis 1
+    inits[dq.input[1]].CopyFrom(numpy_helper.from_array(np.full(channels, 0.01, np.float32), dq.input[1]))
+    inits[dq.input[2]].CopyFrom(numpy_helper.from_array(np.zeros(channels, np.int8), dq.input[2]))
+    dq.attribute.extend([onnx.helper.make_attribute("axis", 1)])
+    add = next(n for n in g.node if n.op_type == RESIDUAL_OP and n.name.startswith(MODEL_SCOPE))
+    q_node = next(n for n in g.node if _dq_of(g, add.input[1]).input[0] in n.output)
+    add.input[1] = q_node.input[0]  # an Add between int8 layers with one input left in float
+    problems = qdq_problems(model)
+    assert any(deconv.name in p and "per channel" in p for p in problems), problems
+    assert any(add.name in p and "one quantized input" in p for p in problems), problems
+    assert len(problems) == 2
 
 
 def test_naive_quantization_is_caught(tiny_model_onnx, tmp_path):

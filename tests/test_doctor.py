@@ -11,7 +11,7 @@ from hfr_edge import doctor
 from hfr_edge.runtime import trtinfo
 
 KEYS = {"hfr_edge", "python", "python_executable", "platform", "jetson", "l4t", "torch", "onnxruntime", "onnx",
-        "tensorrt", "pycuda", "gpu", "opencv", "cameras"}
+        "tensorrt", "pycuda", "cuda_binding", "gpu", "opencv", "cameras"}
 
 
 def _doctor(args, cwd):
@@ -67,3 +67,15 @@ def test_rows_survive_broken_probes():
     table = dict(doctor.rows(info))
     assert table["torch"] == "error: OSError: libcudart.so missing"
     assert table["onnxruntime"] == "not installed" and table["gpu"] == "none found" and table["cameras"] == "none"
+
+
+@pytest.mark.parametrize("in_use,version,text", [
+    (None, None, "none: pip install cuda-python (or pycuda)"),
+    ("pycuda", None, "pycuda"),
+    ("pycuda", "12.8.0", "pycuda, cuda-python 12.8.0 installed"),
+    ("cuda.bindings", "13.0.1", "cuda.bindings 13.0.1"),
+])
+def test_doctor_says_which_cuda_binding(monkeypatch, in_use, version, text):
+    monkeypatch.setattr(doctor, "_cuda_binding", lambda: {"in_use": in_use, "cuda_python": version})
+    rows = dict(doctor.rows(doctor.collect()))
+    assert rows["cuda binding"].startswith(text)

@@ -129,3 +129,12 @@ def test_cli_export_defaults_to_model_onnx(tiny_ckpt, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "model.onnx").is_file() and sidecar(tmp_path / "model.onnx").is_file()
+
+
+def test_opset_above_17_says_tensorrt_8_cannot_read_it(tiny_ckpt, tmp_path, capsys):
+    out = export_onnx(str(tiny_ckpt), str(tmp_path / "o18.onnx"), opset=18)
+    err = capsys.readouterr().err
+    assert "opset 18 graphs need TensorRT 9 or newer: TensorRT 8.5 (JetPack 5) reads opset <= 17" in err
+    assert load_meta(out).extra["opset"] == 18 and onnx.load(str(out)).opset_import[0].version == 18
+    export_onnx(str(tiny_ckpt), str(tmp_path / "o17.onnx"))
+    assert "TensorRT 8.5" not in capsys.readouterr().err

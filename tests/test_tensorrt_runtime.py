@@ -1,7 +1,8 @@
 """The TensorRT runner against ONNX Runtime on the same inputs: a tiny engine is built from the toy
 contract graph with the builder API of the installed TensorRT (8.5 / 8.6 bindings or 10+ names).
 
-Needs tensorrt, pycuda and an NVIDIA GPU; skipped, with the reason, anywhere else.
+Needs tensorrt, a CUDA binding (pycuda or cuda-python) and an NVIDIA GPU; skipped, with the reason,
+anywhere else. Marked gpu: `pytest -m gpu` runs these on the GPU machine.
 """
 
 import hashlib
@@ -12,14 +13,19 @@ import pytest
 
 from hfr_edge.base.errors import HfrError
 
+pytestmark = pytest.mark.gpu
+
 S = 64  # toy graph side
 MAX_BATCH = 4  # engine profile: min 1, opt 2, max 4
 
 
 def _require_tensorrt_and_gpu():
     pytest.importorskip("tensorrt", reason="TensorRT's Python bindings (tensorrt) are not installed here")
-    pytest.importorskip("pycuda.driver", reason="pycuda is not installed here")
+    from hfr_edge.runtime.cuda import binding_available
     from hfr_edge.runtime.trtinfo import gpu_info
+
+    if binding_available() is None:
+        pytest.skip("no CUDA binding (pycuda or cuda-python) is installed here")
 
     if gpu_info() is None:
         pytest.skip("no NVIDIA GPU here")

@@ -20,6 +20,7 @@ BOTTLE = DATASETS / "mvtec_ad" / "bottle"
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.gpu,
     pytest.mark.skipif(trt_version() is None, reason="tensorrt is not installed (it needs an NVIDIA GPU machine)"),
     pytest.mark.skipif(trt_version() is not None and gpu_info() is None, reason="no NVIDIA GPU found"),
     pytest.mark.skipif(not BOTTLE.is_dir(), reason=f"MVTec AD bottle not found at {BOTTLE}"),

@@ -11,3 +11,4 @@ SCORE_NAME = "score"
 OUTPUT_NAMES = (MAP_NAME, SCORE_NAME)
 PRECISIONS = ("fp32", "fp16", "int8")
 THRESHOLD = 0.5  # a frame is anomalous when its normalised score >= THRESHOLD
+TRT8_MAX_OPSET = 17  # TensorRT 8.5 / 8.6 (JetPack 5): its ONNX parser reads opset <= 17

@@ -20,7 +20,11 @@ from ..base.contract import INPUT_NAME
 from ..base.errors import HfrError
 from ..base.fsio import atomic_path, sha256_file, write_bytes_atomic
 from ..runtime.trtinfo import engine_fingerprint, import_tensorrt
-from .plan import BuildPlan
+from ..export.graph import MODEL_SCOPE
+from .plan import BuildPlan, check_opset
+
+# Layers that compute nothing a precision applies to, left alone when the tail is pinned to FP32.
+_NOT_COMPUTE = ("CONSTANT", "SHAPE", "QUANTIZE", "DEQUANTIZE")
 
 
 def api_of(trt) -> Dict[str, bool]:
@@ -50,6 +54,53 @@ def _parse(trt, network, logger, onnx_path: Path):
                    f"`hfr-edge export` or use a newer TensorRT")
 
 
+def check_graph(trt, onnx_path: Path, precision: str) -> None:
+    """What TensorRT would accept but compute wrongly, or refuse with an unclear message: an opset its
+    parser does not read; a Q/DQ graph breaking its rules (ConvTranspose weights per channel: silently
+    wrong on 8.5). Needs the onnx package; without it only the opset recorded by export is checked."""
+    try:
+        import onnx  # noqa: PLC0415
+    except ImportError:
+        opset = load_meta(onnx_path).extra.get("opset")
+        check_opset(trt.__version__, opset if isinstance(opset, int) else None, str(onnx_path))
+        if precision == "int8":
+            print(f"note: onnx is not installed, so the Q/DQ rules of {onnx_path.name} are not checked "
+                  f"(pip install onnx)")
+        return
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    check_opset(trt.__version__, opset, str(onnx_path))
+    if precision == "int8":
+        from ..calib.qdq import qdq_problems  # noqa: PLC0415
+
+        problems = qdq_problems(model)
+        if problems:
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise HfrError(f"{onnx_path}: {problems[0]}{more}; recalibrate it with `hfr-edge calibrate` "
+                           f"(this hfr-edge writes graphs TensorRT builds correctly)")
+
+
+def pin_tail_fp32(trt, network) -> int:
+    """Set FP32 precision and output types on the fusion tail's layers (every named layer outside the
+    encoder/decoder scope that computes in float); with OBEY_PRECISION_CONSTRAINTS a weakly typed
+    build then keeps them in FP32. Returns how many layers were pinned."""
+    skip = {getattr(trt.LayerType, t) for t in _NOT_COMPUTE}
+    floats = (trt.DataType.FLOAT, trt.DataType.HALF)
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        name = layer.name
+        if name.startswith(MODEL_SCOPE) or name.startswith("(Unnamed Layer") or layer.type in skip:
+            continue  # unnamed: helper layers the parser adds, possibly inside the encoder's int8 chain
+        if not all(layer.get_output(k).dtype in floats for k in range(layer.num_outputs)):
+            continue
+        layer.precision = trt.DataType.FLOAT
+        for k in range(layer.num_outputs):
+            layer.set_output_type(k, trt.DataType.FLOAT)
+        pinned += 1
+    return pinned
+
+
 def _input_chw(network, onnx_path: Path, batch: Tuple[int, int, int]) -> Tuple[int, int, int]:
     names = [network.get_input(i).name for i in range(network.num_inputs)]
     if INPUT_NAME not in names:
@@ -69,6 +120,7 @@ def build_engine(onnx_path, out_path, plan: BuildPlan, batch: Sequence[int] = (1
     trt = import_tensorrt()
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     src = load_meta(onnx_path)
+    check_graph(trt, onnx_path, plan.precision)
     bmin, bopt, bmax = (int(b) for b in batch)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -86,6 +138,9 @@ def build_engine(onnx_path, out_path, plan: BuildPlan, batch: Sequence[int] = (1
         config.max_workspace_size = int(workspace_bytes)
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    if plan.tail_fp32:
+        print(f"fusion tail: {pin_tail_fp32(trt, network)} layers pinned to FP32")
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions for the engine inspector
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, (bmin, c, h, w), (bopt, c, h, w), (bmax, c, h, w))
     config.add_optimization_profile(profile)

@@ -134,7 +134,8 @@ def build_for_device(model: Optional[str] = None, precision: Optional[str] = Non
 
     trt = import_tensorrt()
     target = requested or meta.precision
-    make_plan(trt.__version__, api_of(trt), target)  # refuse an unusable TensorRT before the slow steps
+    opset = meta.extra.get("opset") if isinstance(meta.extra.get("opset"), int) else None
+    make_plan(trt.__version__, api_of(trt), target, graph_opset=opset)  # refuse early: before the slow steps
     graph = model_path
     if step == "fp16":
         graph = make_fp16(model_path)

@@ -1,15 +1,21 @@
 """Which TensorRT API calls build our graph on a given TensorRT version: a pure function, so the
 rules for every generation are tested on a machine without TensorRT.
 
-Facts it encodes (NVIDIA's API references and the 10.x -> 11.x migration guide):
+Facts it encodes (NVIDIA's API references, the 10.x -> 11.x migration guide, and the Python
+bindings themselves, pyCore.cpp at the 8.5.3 / v10.3.0 / v11.0 tags, recorded in tests/trt_api.py):
 - 8.x: networks need NetworkDefinitionCreationFlag.EXPLICIT_BATCH; precision is chosen by builder
-  flags (a Q/DQ graph needs INT8, plus FP16 so the non-quantized rest may use fp16 kernels).
+  flags (a Q/DQ graph needs INT8, plus FP16 so the non-quantized rest may use fp16 kernels). Weak
+  typing may run any layer in any enabled precision, the graph's Casts notwithstanding, unless
+  OBEY_PRECISION_CONSTRAINTS is set and the layer's precision is set: so the fusion tail gets FP32.
 - 8.4+: IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, n); before 8.4 only the
-  since-deprecated `max_workspace_size` attribute exists.
+  `max_workspace_size` attribute exists (gone from the bindings in 10.x).
+- 8.x parses ONNX opset <= 17.
 - 10.x: EXPLICIT_BATCH is "[DEPRECATED] Ignored" (networks are always explicit batch);
   NetworkDefinitionCreationFlag.STRONGLY_TYPED makes the graph's own tensor types the precision.
-- 11.x: every network is strongly typed; BuilderFlag.FP16/INT8/BF16/FP8/INT4/FP4,
-  OBEY/PREFER_PRECISION_CONSTRAINTS, DIRECT_IO and IBuilderConfig.int8_calibrator are removed.
+- 11.x: every network is strongly typed (EXPLICIT_BATCH is gone, STRONGLY_TYPED deprecated);
+  BuilderFlag.FP16/INT8/BF16/FP8/INT4/FP4, OBEY/PREFER_PRECISION_CONSTRAINTS,
+  IBuilderConfig.int8_calibrator and ILayer.precision / set_output_type are removed; DIRECT_IO is
+  deprecated, not removed (hfr-edge uses it nowhere).
 """
 
 from __future__ import annotations
@@ -17,15 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
-from ..base.contract import PRECISIONS
+from ..base.contract import PRECISIONS, TRT8_MAX_OPSET
 from ..base.errors import HfrError
 from ..runtime.trtinfo import major_minor
 
-# Python API names the TensorRT 10.x -> 11.x migration guide lists as removed (or, EXPLICIT_BATCH,
-# ignored since 10.0): no plan for 11 may use them.
+# Python API names absent from TensorRT 11's bindings (present in 8.5 and/or 10.3): no plan for 11
+# may use them. (DIRECT_IO is only deprecated in 11.)
 REMOVED_IN_11 = frozenset({
     "FP16", "INT8", "BF16", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
-    "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO", "int8_calibrator", "EXPLICIT_BATCH", "max_workspace_size",
+    "PREFER_PRECISION_CONSTRAINTS", "int8_calibrator", "EXPLICIT_BATCH", "max_workspace_size",
 })
 
 
@@ -39,11 +45,12 @@ class BuildPlan:
     builder_flags: Tuple[str, ...]  # BuilderFlag members to set, e.g. ("INT8", "FP16")
     workspace_api: str  # "memory_pool_limit" (8.4+) or "max_workspace_size" (older)
     notes: Tuple[str, ...] = ()  # one line each, printed by `hfr-edge build`
+    tail_fp32: bool = False  # pin the fusion tail's layers to FP32 (weak typing with FP16/INT8 enabled)
 
     def to_dict(self) -> dict:
         return {"trt_version": self.trt_version, "precision": self.precision, "strongly_typed": self.strongly_typed,
                 "network_flags": list(self.network_flags), "builder_flags": list(self.builder_flags),
-                "workspace_api": self.workspace_api}
+                "workspace_api": self.workspace_api, "tail_fp32": self.tail_fp32}
 
 
 def parse_version(version: str) -> Tuple[int, int]:
@@ -65,10 +72,18 @@ def api_for_version(version: str) -> Dict[str, bool]:
     }
 
 
+def check_opset(trt_version: str, opset: Optional[int], where: str = "the graph") -> None:
+    """Refuse a graph whose opset this TensorRT's ONNX parser does not read (8.x: <= 17)."""
+    major, minor = parse_version(trt_version)
+    if opset is not None and major < 9 and int(opset) > TRT8_MAX_OPSET:
+        raise HfrError(f"{where}: opset {opset}, but TensorRT {major}.{minor}'s ONNX parser reads opset <= "
+                       f"{TRT8_MAX_OPSET}; re-export it with `hfr-edge export ckpt.pt --opset {TRT8_MAX_OPSET}`")
+
+
 def make_plan(trt_version: str, has_api: Optional[Mapping[str, bool]] = None, graph_precision: str = "fp32",
-              requested: Optional[str] = None) -> BuildPlan:
+              requested: Optional[str] = None, graph_opset: Optional[int] = None) -> BuildPlan:
     """The build recipe for a graph of `graph_precision` ("fp32"|"fp16"|"int8", from its metadata)
-    when the user asked for `requested` ("fp16"|"int8"|None = as the graph is).
+    and ONNX opset `graph_opset` when the user asked for `requested` ("fp16"|"int8"|None = as the graph is).
 
     `has_api` (keys as in api_for_version) overrides what the version implies, for bindings that
     differ from their release notes; `hfr-edge build` passes what the imported module really has.
@@ -81,6 +96,7 @@ def make_plan(trt_version: str, has_api: Optional[Mapping[str, bool]] = None, gr
         raise HfrError(f"graph precision {graph_precision!r} must be one of {', '.join(PRECISIONS)}")
     if requested not in (None, "fp16", "int8"):
         raise HfrError(f"requested precision {requested!r} must be fp16, int8 or none")
+    check_opset(trt_version, graph_opset)
     api = dict(api_for_version(trt_version))
     api.update(has_api or {})
     precision = _engine_precision(graph_precision, requested)
@@ -111,12 +127,14 @@ def make_plan(trt_version: str, has_api: Optional[Mapping[str, bool]] = None, gr
         flags = ("INT8", "FP16")  # INT8 lets the Q/DQ layers run in int8; FP16 for the rest
     elif precision == "fp16":
         flags = ("FP16",)
+    if flags:  # else weak typing may run the float32 fusion tail (residuals, blur, score) in fp16
+        flags += ("OBEY_PRECISION_CONSTRAINTS",)
     explicit = major < 10 and api["explicit_batch_flag"]
     notes = [f"TensorRT {major}.{minor}: builder flags {', '.join(flags) or 'none'} (weak typing)"]
     if flags:
-        notes.append("weak typing may run the float32 fusion tail in fp16: check the engine with `hfr-edge eval`")
+        notes.append("fusion tail layers pinned to FP32 (OBEY_PRECISION_CONSTRAINTS)")
     return BuildPlan(trt_version, precision, False, explicit, ("EXPLICIT_BATCH",) if explicit else (), flags,
-                     workspace_api, tuple(notes))
+                     workspace_api, tuple(notes), tail_fp32=bool(flags))
 
 
 def _engine_precision(graph: str, requested: Optional[str]) -> str:

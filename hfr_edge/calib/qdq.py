@@ -1,10 +1,14 @@
 """fp32 graph -> explicit INT8 (Q/DQ) graph that TensorRT 8.5 to 11 builds as written.
 
-ONNX Runtime static quantization in QDQ format with TensorRT's rules: symmetric
-int8 (zero point 0) activations and weights, per-channel weights, only Conv / ConvTranspose /
-Gemm / MatMul quantized (on their inputs, as TensorRT's own toolkits do), bias left in float,
-the fusion tail and the outputs excluded, no Q/DQ in front of Resize. ORT's pre-processing pass
-(shape inference, optimisation) runs first.
+ONNX Runtime static quantization in QDQ format with TensorRT's rules: symmetric int8 (zero point
+0) activations and weights; Conv / Gemm / MatMul weights per output channel, ConvTranspose weights
+per tensor (TensorRT does not support per-output-channel deconvolution weights: NVIDIA/TensorRT
+issues 1694 and 2380; ONNX Runtime >= 1.18 writes them per channel on axis 1, 1.17 on axis 0);
+Conv / ConvTranspose / Gemm / MatMul quantized on their inputs, as TensorRT's own toolkits do; both
+inputs of the encoder's residual Adds quantized (NVIDIA's Q/DQ placement for residual blocks, so
+the Add fuses into an int8 kernel instead of running in float between int8 layers); bias left in
+float; the fusion tail and the outputs excluded, no Q/DQ in front of Resize. ORT's pre-processing
+pass (shape inference, optimisation) runs first.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from ..base.contract import INPUT_NAME
 from ..base.errors import HfrError
 from ..export.graph import MODEL_SCOPE
 
-QUANT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+QUANT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # weighted ops: their inputs are quantized
+RESIDUAL_OP = "Add"  # a residual Add of the encoder: both inputs quantized
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+INT8_MAX = 127  # symmetric int8: [-127, 127], as ONNX Runtime and TensorRT use it
 METHODS = ("minmax", "entropy", "percentile")
 PERCENTILE = 99.999  # of |activation|, for --method percentile
 
@@ -87,30 +94,64 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str) ->
             console.warn("ONNX Runtime's graph optimisation before calibration failed; calibrating the "
                          "graph as exported")
         model = onnx.load(pre)
-        exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)]
+        exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)
+                   or (n.op_type == RESIDUAL_OP and not _is_residual_add(n, model.graph))]
+        ops = QUANT_OPS + [RESIDUAL_OP]
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                 "OpTypesToExcludeOutputQuantization": QUANT_OPS, "CalibPercentile": PERCENTILE,
+                 "OpTypesToExcludeOutputQuantization": ops, "CalibPercentile": PERCENTILE,
                  "CalibTensorRangeSymmetric": True}
         q_path = os.path.join(td, "q.onnx")
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram calibrators print progress
             quantize_static(pre, q_path, _Reader(x), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            op_types_to_quantize=QUANT_OPS, nodes_to_exclude=exclude, calibrate_method=calib,
+                            op_types_to_quantize=ops, nodes_to_exclude=exclude, calibrate_method=calib,
                             extra_options=extra)
         q = onnx.load(q_path)
+        _per_tensor_deconv_weights(q, model)
         _float_tail_inputs(q)
         _drop_dangling(q)
         onnx.save(q, out_path)
 
 
+def _is_residual_add(node, graph) -> bool:
+    """An Add of two computed tensors (a skip connection), not of a constant."""
+    consts = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return len(node.input) == 2 and not any(i in consts for i in node.input)
+
+
+def _per_tensor_deconv_weights(q, fp32) -> None:
+    """Re-quantize every ConvTranspose weight with one symmetric scale for the whole tensor, from the
+    float weights of the graph that was calibrated (ONNX Runtime has no per-op per-channel switch)."""
+    from onnx import numpy_helper
+
+    g = q.graph
+    inits = {i.name: i for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    float_w = {n.name: n.input[1] for n in fp32.graph.node if n.op_type == "ConvTranspose"}
+    fp32_inits = {i.name: i for i in fp32.graph.initializer}
+    for n in g.node:
+        dq = producers.get(n.input[1]) if n.op_type == "ConvTranspose" else None
+        if dq is None or dq.op_type != "DequantizeLinear" or float_w.get(n.name) not in fp32_inits:
+            continue
+        w = numpy_helper.to_array(fp32_inits[float_w[n.name]]).astype(np.float64)
+        scale = max(float(np.abs(w).max()), 1e-12) / INT8_MAX
+        qw = np.clip(np.round(w / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+        for name, arr in ((dq.input[0], qw), (dq.input[1], np.array(scale, np.float32)),
+                          (dq.input[2], np.array(0, np.int8))):
+            inits[name].CopyFrom(numpy_helper.from_array(arr, name))
+        kept = [a for a in dq.attribute if a.name != "axis"]
+        del dq.attribute[:]
+        dq.attribute.extend(kept)
+
+
 def _float_tail_inputs(model) -> None:
     """ORT gives every consumer of a quantized tensor the dequantized copy, also fusion-tail nodes
-    it was told to exclude (an encoder level feeds both the next conv and the residual) and
-    residual Adds. Give every consumer that is not a quantized op the original float tensor:
-    Q/DQ then feeds only Conv / ConvTranspose / Gemm / MatMul."""
+    it was told to exclude (an encoder level feeds both the next conv and the residual). Give every
+    consumer that is not a quantized op the original float tensor: Q/DQ then feeds only Conv /
+    ConvTranspose / Gemm / MatMul and the encoder's residual Adds."""
     producers = {o: n for n in model.graph.node for o in n.output}
     for n in model.graph.node:
-        if n.op_type in QUANT_OPS + ["QuantizeLinear", "DequantizeLinear"]:
+        if n.op_type in QUANT_OPS + list(QDQ_OPS) or _quantized_add(n):
             continue
         for k, name in enumerate(n.input):
             dq = producers.get(name)
@@ -121,11 +162,15 @@ def _float_tail_inputs(model) -> None:
                 n.input[k] = q.input[0]
 
 
+def _quantized_add(node) -> bool:
+    return node.op_type == RESIDUAL_OP and node.name.startswith(MODEL_SCOPE)
+
+
 def _drop_dangling(model) -> None:
     """Remove Q/DQ nodes nobody consumes any more."""
     while True:
         used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+        dead = [n for n in model.graph.node if n.op_type in QDQ_OPS
                 and not any(o in used for o in n.output)]
         if not dead:
             return
@@ -146,15 +191,23 @@ def qdq_problems(model) -> List[str]:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     outputs = {o.name for o in g.output}
+
+    def const(name):
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        return numpy_helper.to_array(consts[name].attribute[0].t) if name in consts else None
+
+    def dequantized(name) -> bool:
+        p = producers.get(name)
+        return p is not None and p.op_type == "DequantizeLinear"
+
     problems = []
-    qdq = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    qdq = [n for n in g.node if n.op_type in QDQ_OPS]
     if not qdq:
         problems.append("no Q/DQ node at all")
     for n in qdq:
         if len(n.input) > 2 and n.input[2]:
-            zp = n.input[2]
-            arr = numpy_helper.to_array(inits[zp]) if zp in inits else (
-                numpy_helper.to_array(consts[zp].attribute[0].t) if zp in consts else None)
+            arr = const(n.input[2])
             if arr is None or np.any(arr != 0):
                 problems.append(f"{n.name}: zero point is not 0")
             elif arr.dtype != np.int8:
@@ -164,16 +217,22 @@ def qdq_problems(model) -> List[str]:
         for c in consumers.get(n.output[0], []):
             if c.op_type == "Resize":
                 problems.append(f"{n.name}: Q/DQ in front of Resize {c.name}")
-            if not c.name.startswith(MODEL_SCOPE) and c.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            if not c.name.startswith(MODEL_SCOPE) and c.op_type not in QDQ_OPS:
                 problems.append(f"{n.name}: Q/DQ feeds fusion-tail node {c.name}")
         if n.op_type == "DequantizeLinear":
             for c in consumers.get(n.output[0], []):
-                if c.op_type not in QUANT_OPS + ["QuantizeLinear", "DequantizeLinear"]:
-                    problems.append(f"{n.name}: quantized input of {c.op_type} {c.name} (only {', '.join(QUANT_OPS)})")
+                if c.op_type not in QUANT_OPS + list(QDQ_OPS) and not _quantized_add(c):
+                    problems.append(f"{n.name}: quantized input of {c.op_type} {c.name} "
+                                    f"(only {', '.join(QUANT_OPS)} and residual Adds)")
     for n in g.node:
-        if not n.name.startswith(MODEL_SCOPE) and n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            for i in n.input:
-                p = producers.get(i)
-                if p is not None and p.op_type == "DequantizeLinear":
-                    problems.append(f"fusion-tail node {n.name} takes a dequantized input")
+        if not n.name.startswith(MODEL_SCOPE) and n.op_type not in QDQ_OPS:
+            if any(dequantized(i) for i in n.input):
+                problems.append(f"fusion-tail node {n.name} takes a dequantized input")
+        if n.op_type == "ConvTranspose" and len(n.input) > 1 and dequantized(n.input[1]):
+            scale = const(producers[n.input[1]].input[1])
+            if scale is None or scale.size != 1:
+                problems.append(f"{n.name}: ConvTranspose weight quantized per channel; TensorRT supports "
+                                f"per-tensor deconvolution weights only (re-run `hfr-edge calibrate`)")
+        if _quantized_add(n) and sum(dequantized(i) for i in n.input) == 1:
+            problems.append(f"{n.name}: residual Add with one quantized input (quantize both, or neither)")
     return sorted(set(problems))

@@ -11,7 +11,7 @@ from typing import Union
 
 from ..base import console
 from ..base.artifact import ArtifactMeta, drop_stale_meta, write_meta
-from ..base.contract import INPUT_NAME, OUTPUT_NAMES
+from ..base.contract import INPUT_NAME, OUTPUT_NAMES, TRT8_MAX_OPSET
 from ..base.errors import HfrError
 from ..base.fsio import atomic_path
 from .graph import ALLOWED_OPS, set_graph_meta
@@ -73,6 +73,10 @@ def export_onnx(ckpt: str, output: str = "model.onnx", precision: str = "fp32", 
         raise HfrError(f"--precision {precision!r} must be fp32 or fp16 (int8 comes from `hfr-edge calibrate`)")
     if opset < MIN_OPSET:
         raise HfrError(f"--opset {opset} is too old for this graph; use {MIN_OPSET} or newer")
+    if opset > TRT8_MAX_OPSET:
+        console.say(f"note: opset {opset} graphs need TensorRT 9 or newer: TensorRT 8.5 (JetPack 5) reads opset <= "
+                    f"{TRT8_MAX_OPSET}, so `hfr-edge build` refuses this graph there; export with --opset "
+                    f"{TRT8_MAX_OPSET} for a JetPack 5 device")
     if batch != "dynamic" and (not str(batch).isdigit() or int(batch) < 1):
         raise HfrError(f"--batch {batch!r} must be 'dynamic' or a positive integer")
     out = Path(output)

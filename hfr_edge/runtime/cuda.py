@@ -1,37 +1,37 @@
-"""The ONE pycuda module (the users' choice of CUDA binding): a CUDA context created on one
-device, one stream, pinned host + device buffers allocated once per tensor name, async copies
-around the caller's launch, and CUDA events timing "h2d", "compute" and "d2h".
+"""The ONE CUDA module of the runtime: one device, one stream, pinned host + device buffers allocated
+once per tensor name, async copies around the caller's launch, CUDA events timing "h2d", "compute"
+and "d2h". Two bindings behind the same small interface (cudabind.py): pycuda (JetPack 5/6, where
+NVIDIA's Jetson images have it) and NVIDIA's cuda-python (`cuda.bindings`, what TensorRT's own
+samples use since 10.13, and a wheel with no compiler needed); whichever is importable, pycuda first.
 
-Whoever creates a CudaSession closes it; every CUDA failure becomes an HfrError naming the
-CUDA call and error. pycuda is imported lazily, so the package imports without it.
+Pinned host buffers belong to the numpy arrays that view them: closing the session frees the device
+side at once, and each host buffer when its last view (e.g. a runner's input_buffer) is gone, so no
+view ever points at freed memory. Every CUDA failure becomes an HfrError naming the call and error.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict, Iterator, Tuple
+import importlib.util
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
 from ..base.errors import HfrError
-from ..base.lazy import require
+from .cudabind import CUDA_HINT, open_binding
 
-PYCUDA_HINT = ("pip install pycuda inside the virtual environment (on a Jetson: a venv made with "
-               "--system-site-packages so JetPack's TensorRT is visible, and CUDA's nvcc on PATH to build pycuda)")
-
-
-def pycuda_driver():
-    return require("pycuda.driver", "pycuda", PYCUDA_HINT)
+BINDINGS = ("pycuda", "cuda.bindings")  # preference order
 
 
-@contextlib.contextmanager
-def cuda_errors(what: str) -> Iterator[None]:
-    """Turn a pycuda error into one HfrError line: 'CUDA error while <what>: <call> failed: <error>'."""
-    drv = pycuda_driver()
-    try:
-        yield
-    except drv.Error as exc:
-        raise HfrError(f"CUDA error while {what}: {type(exc).__name__}: {exc}", exit_code=1) from None
+def binding_available() -> Optional[str]:
+    """The CUDA binding the runtime would use here ("pycuda" or "cuda.bindings"), or None."""
+    for name, module in (("pycuda", "pycuda"), ("cuda.bindings", "cuda.bindings")):
+        try:
+            if importlib.util.find_spec(module) is not None:
+                return name
+        except (ImportError, ValueError):  # "cuda" exists but is another package
+            continue
+    return None
 
 
 def _head(host: np.ndarray, nbytes: int) -> np.ndarray:
@@ -39,51 +39,59 @@ def _head(host: np.ndarray, nbytes: int) -> np.ndarray:
     return host.reshape(-1).view(np.uint8)[:nbytes]
 
 
+class _Pinned:
+    """Pinned host memory owned by the arrays viewing it: freed when the last view is collected."""
+
+    def __init__(self, bind, nbytes: int):
+        self._bind, self._ptr = bind, None
+        self._ptr = bind.host_alloc(nbytes)
+        self.__array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (self._ptr, False), "version": 3}
+        bind.acquire()
+
+    def __del__(self):
+        if self._ptr is not None:
+            ptr, self._ptr = self._ptr, None
+            try:
+                self._bind.host_free(ptr)
+            finally:
+                self._bind.release()
+
+
 class CudaSession:
     """A context on `device`, one stream, four events and named host/device buffer pairs."""
 
-    def __init__(self, device: int = 0):
-        drv = pycuda_driver()
-        self._drv = drv
-        self._ctx = None
-        self._buffers: Dict[str, Tuple[np.ndarray, object]] = {}
-        with cuda_errors("initialising the CUDA driver"):
-            drv.init()
-            count = drv.Device.count()
-        if count == 0:
-            raise HfrError("no CUDA device found; check the NVIDIA driver (nvidia-smi / tegrastats)")
-        if not 0 <= device < count:
-            raise HfrError(f"CUDA device {device}: this machine has {count} CUDA device(s), numbered 0..{count - 1}")
-        with cuda_errors(f"creating a context on CUDA device {device}"):
-            self._ctx = drv.Device(device).make_context()  # created and pushed: current now
+    def __init__(self, device: int = 0, binding: Optional[str] = None):
+        binding = binding or binding_available()
+        if binding is None:
+            raise HfrError(f"no CUDA binding is importable (pycuda or cuda-python); {CUDA_HINT}")
+        self.binding = binding
+        self._bind = open_binding(binding, device)  # checks the device; owns the context
+        self._buffers: Dict[str, Tuple[np.ndarray, int]] = {}
         try:
-            with cuda_errors("creating a CUDA stream and events"):
-                self.stream = drv.Stream()
-                self._events = [drv.Event() for _ in range(4)]
+            with self.active():
+                self.stream = self._bind.stream_create()
+                self._events = [self._bind.event_create() for _ in range(4)]
         except BaseException:
-            self._ctx.pop()
-            self.close()
+            self._bind.release()
             raise
-        self._ctx.pop()
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        """Make this session's context current for the block (any thread), then pop it."""
-        if self._ctx is None:
+        """Make this session's context current for the block (any thread), then restore the previous."""
+        if self._bind is None:
             raise HfrError("CUDA session used after it was closed")
-        with cuda_errors("making the CUDA context current"):
-            self._ctx.push()
+        self._bind.push()
         try:
             yield
         finally:
-            self._ctx.pop()
+            self._bind.pop()
 
     def allocate(self, name: str, shape, dtype) -> np.ndarray:
-        """Pinned host array of `shape` plus a device buffer of the same size, under `name`."""
-        with cuda_errors(f"allocating buffers for tensor '{name}' {tuple(shape)}"):
-            host = self._drv.pagelocked_empty(tuple(int(d) for d in shape), np.dtype(dtype))
-            dev = self._drv.mem_alloc(max(host.nbytes, 1))
-        self._buffers[name] = (host, dev)
+        """Pinned host array of `shape` plus a device buffer of the same size, under `name`. Call inside active()."""
+        shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
+        used = int(np.prod(shape)) * dtype.itemsize
+        host = np.asarray(_Pinned(self._bind, max(used, 1)))[:used].view(dtype).reshape(shape)
+        self._buffers[name] = (host, self._bind.dev_alloc(max(used, 1)))
         return host
 
     def host(self, name: str) -> np.ndarray:
@@ -95,39 +103,39 @@ class CudaSession:
     def run(self, inputs: Dict[str, int], launch: Callable[[int], None], outputs: Dict[str, int]) -> Dict[str, float]:
         """Copy the first `nbytes` of each input host->device, launch(stream handle), copy outputs
         back, wait. Call inside active(). Returns {"h2d", "compute", "d2h"} in ms."""
-        drv, s = self._drv, self.stream
+        b, s = self._bind, self.stream
         e0, e1, e2, e3 = self._events
-        with cuda_errors("copying inputs to the GPU"):
-            e0.record(s)
-            for name, nbytes in inputs.items():
-                host, dev = self._buffers[name]
-                drv.memcpy_htod_async(dev, _head(host, nbytes), s)
-            e1.record(s)
-        with cuda_errors("running the engine"):
-            launch(s.handle)
-            e2.record(s)
-        with cuda_errors("copying outputs from the GPU"):
-            for name, nbytes in outputs.items():
-                host, dev = self._buffers[name]
-                drv.memcpy_dtoh_async(_head(host, nbytes), dev, s)
-            e3.record(s)
-            e3.synchronize()
-            return {"h2d": e1.time_since(e0), "compute": e2.time_since(e1), "d2h": e3.time_since(e2)}
+        b.event_record(e0, s)
+        for name, nbytes in inputs.items():
+            host, dev = self._buffers[name]
+            b.htod_async(dev, _head(host, nbytes), s)
+        b.event_record(e1, s)
+        launch(b.stream_handle(s))
+        b.event_record(e2, s)
+        for name, nbytes in outputs.items():
+            host, dev = self._buffers[name]
+            b.dtoh_async(_head(host, nbytes), dev, s)
+        b.event_record(e3, s)
+        b.event_synchronize(e3)
+        return {"h2d": b.elapsed_ms(e0, e1), "compute": b.elapsed_ms(e1, e2), "d2h": b.elapsed_ms(e2, e3)}
 
     def close(self) -> None:
-        """Free buffers, stream and events, then the context. Safe to call twice."""
-        if self._ctx is None:
+        """Free device buffers, stream and events now; host buffers go with their last view; the
+        context when nothing uses it any more. Safe to call twice."""
+        bind, self._bind = self._bind, None
+        if bind is None:
             return
-        ctx, self._ctx = self._ctx, None
-        with cuda_errors("releasing CUDA buffers and the context"):
-            ctx.push()
+        try:
+            bind.push()
             try:
-                for host, dev in self._buffers.values():
-                    dev.free()
-                    host.base.free()
-                self._buffers.clear()
-                self.stream = None
-                self._events = []
+                for _, dev in self._buffers.values():
+                    bind.dev_free(dev)
+                for event in self._events:
+                    bind.event_destroy(event)
+                bind.stream_destroy(self.stream)
             finally:
-                ctx.pop()
-            ctx.detach()
+                self._buffers.clear()  # our views go; views held elsewhere keep their memory
+                self._events, self.stream = [], None
+                bind.pop()
+        finally:
+            bind.release()

@@ -151,8 +151,6 @@ def open_runner(path, provider: str = "auto", device: int = 0) -> Runner:
 
 def tensorrt_usable() -> Tuple[bool, str]:
     """(True, "TensorRT 10.3.0 on Orin") when an engine can run here, else (False, why not)."""
-    import importlib.util  # noqa: PLC0415
-
     try:
         from .trtinfo import gpu_info, trt_version  # noqa: PLC0415
     except ImportError:
@@ -160,8 +158,10 @@ def tensorrt_usable() -> Tuple[bool, str]:
     version = trt_version()
     if version is None:
         return False, "no TensorRT here"
-    if importlib.util.find_spec("pycuda") is None:
-        return False, "no pycuda here"
+    from .cuda import binding_available  # noqa: PLC0415
+
+    if binding_available() is None:
+        return False, "no CUDA binding (pycuda or cuda-python) here"
     gpu = gpu_info()
     if not gpu:
         return False, "no GPU here"

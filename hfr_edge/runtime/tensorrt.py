@@ -5,8 +5,9 @@ execute, async D2H on one stream.
 
 TensorRT >= 10 is name-based (num_io_tensors, set_input_shape, set_tensor_address,
 execute_async_v3); 8.5 / 8.6 (JetPack 5) use bindings (num_bindings, set_binding_shape,
-execute_async_v2). tensorrt and pycuda are imported lazily; the engine's fingerprint
-(TensorRT version, GPU) is checked against this device before it is deserialized.
+execute_async_v2). tensorrt and the CUDA binding (pycuda or cuda-python) are imported lazily;
+the engine's fingerprint (TensorRT version, GPU) is checked against this device before it is
+deserialized. input_buffer() hands out views of pinned memory that stay valid after close().
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Engines and timing caches are specific to the GPU and the TensorRT version, so `hfr-edge build`
 stores a fingerprint in model.engine.json and the runtime checks it before loading. The ONE place
 tensorrt is imported (import_tensorrt) and its version parsed (major_minor). torch-free; tensorrt
-and pycuda are imported lazily; runs on Python 3.8 (JetPack 5).
+and the CUDA bindings are imported lazily; runs on Python 3.8 (JetPack 5).
 """
 
 from __future__ import annotations
@@ -47,12 +47,30 @@ def major_minor(version: Optional[str]) -> Optional[Tuple[int, int]]:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def trt_lib_version() -> Optional[str]:
+    """TensorRT's version from its Python bindings, else from libnvinfer itself (what ONNX Runtime's
+    TensorRT provider loads, with or without the bindings): getInferLibVersion(), e.g. "lib100300"."""
+    version = trt_version()
+    if version is not None:
+        return version
+    import ctypes  # noqa: PLC0415
+
+    for name in ("libnvinfer.so.11", "libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", "nvinfer.dll"):
+        try:
+            fn = ctypes.CDLL(name).getInferLibVersion
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_int32
+        return f"lib{fn()}"
+    return None
+
+
 def gpu_info() -> Optional[Dict[str, Any]]:
     """{"name", "compute_capability" ("8.7"), "memory_mib", "source"} of GPU 0, or None without one.
 
-    Tries pycuda, then a Jetson's device tree (where nvidia-smi may be missing), then nvidia-smi.
+    Tries pycuda, cuda-python, then a Jetson's device tree (where nvidia-smi may be missing), then nvidia-smi.
     """
-    for probe in (_gpu_pycuda, _gpu_jetson, _gpu_nvidia_smi):
+    for probe in (_gpu_pycuda, _gpu_cuda_python, _gpu_jetson, _gpu_nvidia_smi):
         info = probe()
         if info:
             return info
@@ -71,6 +89,24 @@ def _gpu_pycuda() -> Optional[Dict[str, Any]]:
         return {"name": dev.name(), "compute_capability": f"{major}.{minor}",
                 "memory_mib": int(dev.total_memory() // 2**20), "source": "pycuda"}
     except Exception:  # noqa: BLE001 - no pycuda, no driver, no device: try the next probe
+        return None
+
+
+def _gpu_cuda_python() -> Optional[Dict[str, Any]]:
+    try:
+        from .cudabind import import_cudart  # noqa: PLC0415
+
+        rt = import_cudart()
+        err, count = rt.cudaGetDeviceCount()
+        if int(getattr(err, "value", err)) != 0 or count < 1:
+            return None
+        err, props = rt.cudaGetDeviceProperties(0)
+        if int(getattr(err, "value", err)) != 0:
+            return None
+        name = props.name.split(b"\0")[0].decode() if isinstance(props.name, bytes) else str(props.name)
+        return {"name": name, "compute_capability": f"{props.major}.{props.minor}",
+                "memory_mib": int(props.totalGlobalMem // 2**20), "source": "cuda-python"}
+    except Exception:  # noqa: BLE001 - no cuda-python, no driver, no device: try the next probe
         return None
 
 
@@ -140,6 +176,22 @@ def engine_fingerprint(precision: str, batch_profile: Sequence[int], image_size:
             "onnx_sha256": onnx_sha256, "norm": dict(norm)}
 
 
+def _version_tuple(version: Optional[str]) -> Optional[Tuple[int, ...]]:
+    """'8.5.2.2' -> (8, 5, 2, 2): every number, since an engine is specific to the exact TensorRT build."""
+    nums = re.findall(r"\d+", version or "")
+    return tuple(int(n) for n in nums) if nums else None
+
+
+def _same_version(a: Optional[str], b: Optional[str]) -> bool:
+    """Every number both name must agree: '8.5.2.2' vs '8.5.2.1' differ, '10.3.0' vs '10.3.0.30' (a version
+    string without its build number) agree."""
+    ta, tb = _version_tuple(a), _version_tuple(b)
+    if ta is None or tb is None:
+        return ta == tb
+    n = min(len(ta), len(tb))
+    return ta[:n] == tb[:n]
+
+
 def _same_gpu(a: str, b: str) -> bool:
     """pycuda says 'Orin', the device tree 'NVIDIA Jetson AGX Orin Developer Kit': same GPU."""
     a, b = (re.sub(r"\bnvidia\b|[^a-z0-9]+", " ", x.lower()).split() for x in (a, b))
@@ -147,7 +199,8 @@ def _same_gpu(a: str, b: str) -> bool:
 
 
 def check_engine_fingerprint(meta, engine_path) -> None:
-    """Refuse (HfrError) an engine built with another TensorRT major.minor, GPU or compute capability.
+    """Refuse (HfrError) an engine built with another TensorRT version (major.minor.patch.build: engines
+    are not portable across TensorRT versions), GPU or compute capability.
 
     `meta` is the engine's ArtifactMeta; its fingerprint lives in meta.extra["fingerprint"]. What
     this device cannot tell (no GPU probe answered) is not held against the engine.
@@ -163,7 +216,7 @@ def check_engine_fingerprint(meta, engine_path) -> None:
     gpu = gpu_info() or {}
     built_trt, built_gpu, built_cc = fp.get("tensorrt"), fp.get("gpu"), fp.get("compute_capability")
     here_gpu, here_cc = gpu.get("name"), gpu.get("compute_capability")
-    mismatch = major_minor(built_trt) != major_minor(here_trt)
+    mismatch = not _same_version(built_trt, here_trt)
     if built_gpu and here_gpu and not _same_gpu(built_gpu, here_gpu):
         mismatch = True
     if built_cc and here_cc and built_cc != here_cc:
@@ -182,7 +235,7 @@ def describe_missing() -> Optional[str]:
     if trt_version() is None:
         missing.append("TensorRT's Python bindings (tensorrt)")
     if gpu_info() is None:
-        missing.append("an NVIDIA GPU (no pycuda device, no Jetson, no nvidia-smi)")
+        missing.append("an NVIDIA GPU (no CUDA device via pycuda or cuda-python, no Jetson, no nvidia-smi)")
     if not missing:
         return None
     how = ("on a Jetson use JetPack's system TensorRT from a virtual environment made with "

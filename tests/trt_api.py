@@ -1,0 +1,453 @@
+"""The Python API of TensorRT's bindings, per generation, as data: the members of every class and
+enum hfr-edge's TensorRT code touches, read from NVIDIA/TensorRT's pybind11 sources (python/src/infer/
+pyCore.cpp, pyGraph.cpp, pyFoundationalTypes.cpp and python/src/parsers/pyOnnx.cpp) at the release
+tags 8.5.3 (JetPack 5.1), v10.3.0 (JetPack 6.1/6.2) and v11.0. The fake tensorrt module in
+fake_trt.py offers exactly these, so a call the real bindings lack fails a test.
+
+NetworkDefinitionCreationFlag's values are the C++ enum's (include/NvInfer.h at the same tags):
+create_network() takes 1 << value."""
+
+
+API = {
+    "8.5.3": {
+        "Builder": (
+            "build_engine", "build_serialized_network", "create_builder_config", "create_network",
+            "create_optimization_profile", "error_recorder", "gpu_allocator",
+            "is_network_supported", "logger", "max_DLA_batch_size", "max_batch_size", "max_threads",
+            "num_DLA_cores", "platform_has_fast_fp16", "platform_has_fast_int8",
+            "platform_has_tf32", "reset",
+        ),
+        "IBuilderConfig": (
+            "DLA_core", "add_optimization_profile", "algorithm_selector", "avg_timing_iterations",
+            "can_run_on_DLA", "clear_flag", "clear_quantization_flag", "create_timing_cache",
+            "default_device_type", "engine_capability", "flags", "get_calibration_profile",
+            "get_device_type", "get_flag", "get_memory_pool_limit", "get_preview_feature",
+            "get_quantization_flag", "get_tactic_sources", "get_timing_cache", "int8_calibrator",
+            "is_device_type_set", "max_workspace_size", "min_timing_iterations",
+            "num_optimization_profiles", "profile_stream", "profiling_verbosity",
+            "quantization_flags", "reset", "reset_device_type", "set_calibration_profile",
+            "set_device_type", "set_flag", "set_memory_pool_limit", "set_preview_feature",
+            "set_quantization_flag", "set_tactic_sources", "set_timing_cache",
+        ),
+        "INetworkDefinition": (
+            "add_activation", "add_assertion", "add_concatenation", "add_constant",
+            "add_convolution", "add_convolution_nd", "add_deconvolution", "add_deconvolution_nd",
+            "add_dequantize", "add_einsum", "add_elementwise", "add_fill", "add_fully_connected",
+            "add_gather", "add_gather_v2", "add_grid_sample", "add_identity", "add_if_conditional",
+            "add_input", "add_loop", "add_lrn", "add_matrix_multiply", "add_nms", "add_non_zero",
+            "add_one_hot", "add_padding", "add_padding_nd", "add_parametric_relu", "add_plugin_v2",
+            "add_pooling", "add_pooling_nd", "add_quantize", "add_ragged_softmax", "add_reduce",
+            "add_resize", "add_rnn_v2", "add_scale", "add_scale_nd", "add_scatter", "add_select",
+            "add_shape", "add_shuffle", "add_slice", "add_softmax", "add_topk", "add_unary",
+            "error_recorder", "get_input", "get_layer", "get_output", "has_explicit_precision",
+            "has_implicit_batch_dimension", "mark_output", "mark_output_for_shapes", "name",
+            "num_inputs", "num_layers", "num_outputs", "remove_tensor", "serialize",
+            "set_weights_name", "unmark_output", "unmark_output_for_shapes",
+        ),
+        "ITensor": (
+            "allowed_formats", "broadcast_across_batch", "dtype", "dynamic_range",
+            "get_dimension_name", "is_execution_tensor", "is_network_input", "is_network_output",
+            "is_shape_tensor", "location", "name", "reset_dynamic_range", "set_dimension_name",
+            "set_dynamic_range", "shape",
+        ),
+        "ILayer": (
+            "get_input", "get_output", "get_output_type", "name", "num_inputs", "num_outputs",
+            "output_type_is_set", "precision", "precision_is_set", "reset_output_type",
+            "reset_precision", "set_input", "set_output_type", "type",
+        ),
+        "OnnxParser": (
+            "clear_errors", "get_error", "num_errors", "parse", "parse_from_file",
+            "parse_with_weight_descriptors", "supports_model", "supports_operator",
+        ),
+        "ParserError": (
+            "code", "desc", "file", "func", "get_nv_onnx_parser_version", "line", "node",
+        ),
+        "IOptimizationProfile": (
+            "extra_memory_target", "get_shape", "get_shape_input", "set_shape", "set_shape_input",
+        ),
+        "ITimingCache": (
+            "combine", "reset", "serialize",
+        ),
+        "Runtime": (
+            "DLA_core", "deserialize_cuda_engine", "error_recorder", "gpu_allocator", "logger",
+            "max_threads", "num_DLA_cores",
+        ),
+        "ICudaEngine": (
+            "binding_is_input", "create_engine_inspector", "create_execution_context",
+            "create_execution_context_without_device_memory", "device_memory_size",
+            "engine_capability", "error_recorder", "get_binding_bytes_per_component",
+            "get_binding_components_per_element", "get_binding_dtype", "get_binding_format",
+            "get_binding_format_desc", "get_binding_index", "get_binding_name", "get_binding_shape",
+            "get_binding_vectorized_dim", "get_location", "get_profile_shape",
+            "get_profile_shape_input", "get_tensor_bytes_per_component",
+            "get_tensor_components_per_element", "get_tensor_dtype", "get_tensor_format",
+            "get_tensor_format_desc", "get_tensor_location", "get_tensor_mode", "get_tensor_name",
+            "get_tensor_profile_shape", "get_tensor_shape", "get_tensor_vectorized_dim",
+            "has_implicit_batch_dimension", "is_execution_binding", "is_shape_binding",
+            "is_shape_inference_io", "max_batch_size", "name", "num_bindings", "num_io_tensors",
+            "num_layers", "num_optimization_profiles", "profiling_verbosity", "refittable",
+            "serialize", "tactic_sources",
+        ),
+        "IExecutionContext": (
+            "active_optimization_profile", "all_binding_shapes_specified",
+            "all_shape_inputs_specified", "debug_sync", "device_memory", "engine",
+            "enqueue_emits_profile", "error_recorder", "execute", "execute_async",
+            "execute_async_v2", "execute_async_v3", "execute_v2", "get_binding_shape",
+            "get_input_consumed_event", "get_max_output_size", "get_output_allocator", "get_shape",
+            "get_strides", "get_tensor_address", "get_tensor_shape", "get_tensor_strides",
+            "infer_shapes", "name", "nvtx_verbosity", "persistent_cache_limit", "profiler",
+            "report_to_profiler", "set_binding_shape", "set_input_consumed_event",
+            "set_input_shape", "set_optimization_profile_async", "set_output_allocator",
+            "set_shape_input", "set_tensor_address", "temporary_allocator",
+        ),
+        "EngineInspector": (
+            "error_recorder", "execution_context", "get_engine_information", "get_layer_information",
+        ),
+        "Logger": (
+            "log", "min_severity",
+        ),
+        "NetworkDefinitionCreationFlag": (
+            "EXPLICIT_BATCH", "EXPLICIT_PRECISION",
+        ),
+        "BuilderFlag": (
+            "DEBUG", "DIRECT_IO", "DISABLE_TIMING_CACHE", "ENABLE_TACTIC_HEURISTIC", "FP16",
+            "GPU_FALLBACK", "INT8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS",
+            "REFIT", "REJECT_EMPTY_ALGORITHMS", "SAFETY_SCOPE", "SPARSE_WEIGHTS", "STRICT_TYPES",
+            "TF32",
+        ),
+        "MemoryPoolType": (
+            "DLA_GLOBAL_DRAM", "DLA_LOCAL_DRAM", "DLA_MANAGED_SRAM", "WORKSPACE",
+        ),
+        "ProfilingVerbosity": (
+            "DEFAULT", "DETAILED", "LAYER_NAMES_ONLY", "NONE", "VERBOSE",
+        ),
+        "LayerInformationFormat": (
+            "JSON", "ONELINE",
+        ),
+        "DataType": (
+            "BOOL", "FLOAT", "HALF", "INT32", "INT8", "UINT8",
+        ),
+        "TensorIOMode": (
+            "INPUT", "NONE", "OUTPUT",
+        ),
+        "LayerType": (
+            "ACTIVATION", "ASSERTION", "CONCATENATION", "CONDITION", "CONDITIONAL_INPUT",
+            "CONDITIONAL_OUTPUT", "CONSTANT", "CONVOLUTION", "DECONVOLUTION", "DEQUANTIZE",
+            "EINSUM", "ELEMENTWISE", "FILL", "FULLY_CONNECTED", "GATHER", "GRID_SAMPLE", "IDENTITY",
+            "ITERATOR", "LOOP_OUTPUT", "LRN", "MATRIX_MULTIPLY", "NMS", "NON_ZERO", "ONE_HOT",
+            "PADDING", "PARAMETRIC_RELU", "PLUGIN", "PLUGIN_V2", "POOLING", "QUANTIZE",
+            "RAGGED_SOFTMAX", "RECURRENCE", "REDUCE", "RESIZE", "RNN_V2", "SCALE", "SCATTER",
+            "SELECT", "SHAPE", "SHUFFLE", "SLICE", "SOFTMAX", "TOPK", "TRIP_LIMIT", "UNARY",
+        ),
+        "Severity": (
+            "ERROR", "INFO", "INTERNAL_ERROR", "VERBOSE", "WARNING",
+        ),
+    },
+    "10.3.0": {
+        "Builder": (
+            "build_serialized_network", "create_builder_config", "create_network",
+            "create_optimization_profile", "error_recorder", "get_plugin_registry", "gpu_allocator",
+            "is_network_supported", "logger", "max_DLA_batch_size", "max_threads", "num_DLA_cores",
+            "platform_has_fast_fp16", "platform_has_fast_int8", "platform_has_tf32", "reset",
+        ),
+        "IBuilderConfig": (
+            "DLA_core", "add_optimization_profile", "algorithm_selector", "avg_timing_iterations",
+            "builder_optimization_level", "can_run_on_DLA", "clear_flag", "clear_quantization_flag",
+            "create_timing_cache", "default_device_type", "engine_capability", "flags",
+            "get_calibration_profile", "get_device_type", "get_flag", "get_memory_pool_limit",
+            "get_preview_feature", "get_quantization_flag", "get_tactic_sources",
+            "get_timing_cache", "hardware_compatibility_level", "int8_calibrator",
+            "is_device_type_set", "max_aux_streams", "num_optimization_profiles",
+            "plugins_to_serialize", "profile_stream", "profiling_verbosity", "progress_monitor",
+            "quantization_flags", "reset", "reset_device_type", "runtime_platform",
+            "set_calibration_profile", "set_device_type", "set_flag", "set_memory_pool_limit",
+            "set_preview_feature", "set_quantization_flag", "set_tactic_sources", "set_timing_cache",
+        ),
+        "INetworkDefinition": (
+            "add_activation", "add_assertion", "add_cast", "add_concatenation", "add_constant",
+            "add_convolution_nd", "add_deconvolution_nd", "add_dequantize", "add_einsum",
+            "add_elementwise", "add_fill", "add_gather", "add_gather_v2", "add_grid_sample",
+            "add_identity", "add_if_conditional", "add_input", "add_loop", "add_lrn",
+            "add_matrix_multiply", "add_nms", "add_non_zero", "add_normalization", "add_one_hot",
+            "add_padding_nd", "add_parametric_relu", "add_plugin_v2", "add_plugin_v3",
+            "add_pooling_nd", "add_quantize", "add_ragged_softmax", "add_reduce", "add_resize",
+            "add_reverse_sequence", "add_scale", "add_scale_nd", "add_scatter", "add_select",
+            "add_shape", "add_shuffle", "add_slice", "add_softmax", "add_topk", "add_unary",
+            "are_weights_marked_refittable", "builder", "error_recorder", "flags", "get_flag",
+            "get_input", "get_layer", "get_output", "has_implicit_batch_dimension",
+            "is_debug_tensor", "mark_debug", "mark_output", "mark_output_for_shapes",
+            "mark_weights_refittable", "name", "num_inputs", "num_layers", "num_outputs",
+            "remove_tensor", "serialize", "set_weights_name", "unmark_debug", "unmark_output",
+            "unmark_output_for_shapes", "unmark_weights_refittable",
+        ),
+        "ITensor": (
+            "allowed_formats", "broadcast_across_batch", "dtype", "dynamic_range",
+            "get_dimension_name", "is_execution_tensor", "is_network_input", "is_network_output",
+            "is_shape_tensor", "location", "name", "reset_dynamic_range", "set_dimension_name",
+            "set_dynamic_range", "shape",
+        ),
+        "ILayer": (
+            "get_input", "get_output", "get_output_type", "metadata", "name", "num_inputs",
+            "num_outputs", "output_type_is_set", "precision", "precision_is_set",
+            "reset_output_type", "reset_precision", "set_input", "set_output_type", "type",
+        ),
+        "OnnxParser": (
+            "clear_errors", "clear_flag", "flags", "get_error", "get_flag",
+            "get_layer_output_tensor", "get_subgraph_nodes", "get_used_vc_plugin_libraries",
+            "is_subgraph_supported", "num_errors", "num_subgraphs", "parse", "parse_from_file",
+            "parse_with_weight_descriptors", "set_flag", "supports_model", "supports_model_v2",
+            "supports_operator",
+        ),
+        "ParserError": (
+            "code", "desc", "file", "func", "line", "local_function_stack",
+            "local_function_stack_size", "node", "node_name", "node_operator",
+        ),
+        "IOptimizationProfile": (
+            "extra_memory_target", "get_shape", "get_shape_input", "set_shape", "set_shape_input",
+        ),
+        "ITimingCache": (
+            "combine", "reset", "serialize",
+        ),
+        "Runtime": (
+            "DLA_core", "deserialize_cuda_engine", "engine_host_code_allowed", "error_recorder",
+            "get_plugin_registry", "gpu_allocator", "load_runtime", "logger", "max_threads",
+            "num_DLA_cores", "tempfile_control_flags", "temporary_directory",
+        ),
+        "ICudaEngine": (
+            "create_engine_inspector", "create_execution_context",
+            "create_execution_context_without_device_memory", "create_serialization_config",
+            "device_memory_size", "device_memory_size_v2", "engine_capability", "error_recorder",
+            "get_device_memory_size_for_profile", "get_device_memory_size_for_profile_v2",
+            "get_tensor_bytes_per_component", "get_tensor_components_per_element",
+            "get_tensor_dtype", "get_tensor_format", "get_tensor_format_desc",
+            "get_tensor_location", "get_tensor_mode", "get_tensor_name", "get_tensor_profile_shape",
+            "get_tensor_profile_values", "get_tensor_shape", "get_tensor_vectorized_dim",
+            "get_weight_streaming_automatic_budget", "hardware_compatibility_level",
+            "has_implicit_batch_dimension", "is_debug_tensor", "is_shape_inference_io",
+            "minimum_weight_streaming_budget", "name", "num_aux_streams", "num_io_tensors",
+            "num_layers", "num_optimization_profiles", "profiling_verbosity", "refittable",
+            "serialize", "serialize_with_config", "streamable_weights_size", "tactic_sources",
+            "weight_streaming_budget", "weight_streaming_budget_v2",
+            "weight_streaming_scratch_memory_size",
+        ),
+        "IExecutionContext": (
+            "active_optimization_profile", "all_binding_shapes_specified",
+            "all_shape_inputs_specified", "debug_sync", "device_memory", "engine",
+            "enqueue_emits_profile", "error_recorder", "execute_async_v3", "execute_v2",
+            "get_debug_listener", "get_debug_state", "get_input_consumed_event",
+            "get_max_output_size", "get_output_allocator", "get_tensor_address", "get_tensor_shape",
+            "get_tensor_strides", "infer_shapes", "name", "nvtx_verbosity",
+            "persistent_cache_limit", "profiler", "report_to_profiler",
+            "set_all_tensors_debug_state", "set_aux_streams", "set_debug_listener",
+            "set_device_memory", "set_input_consumed_event", "set_input_shape",
+            "set_optimization_profile_async", "set_output_allocator", "set_tensor_address",
+            "set_tensor_debug_state", "temporary_allocator", "update_device_memory_size_for_shapes",
+        ),
+        "EngineInspector": (
+            "error_recorder", "execution_context", "get_engine_information", "get_layer_information",
+        ),
+        "Logger": (
+            "log", "min_severity",
+        ),
+        "NetworkDefinitionCreationFlag": (
+            "EXPLICIT_BATCH", "STRONGLY_TYPED",
+        ),
+        "BuilderFlag": (
+            "BF16", "DEBUG", "DIRECT_IO", "DISABLE_COMPILATION_CACHE", "DISABLE_TIMING_CACHE",
+            "ERROR_ON_TIMING_CACHE_MISS", "EXCLUDE_LEAN_RUNTIME", "FP16", "FP8", "GPU_FALLBACK",
+            "INT4", "INT8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "REFIT",
+            "REFIT_IDENTICAL", "REFIT_INDIVIDUAL", "REJECT_EMPTY_ALGORITHMS", "SAFETY_SCOPE",
+            "SPARSE_WEIGHTS", "STRIP_PLAN", "TF32", "VERSION_COMPATIBLE", "WEIGHTLESS",
+            "WEIGHT_STREAMING",
+        ),
+        "MemoryPoolType": (
+            "DLA_GLOBAL_DRAM", "DLA_LOCAL_DRAM", "DLA_MANAGED_SRAM", "TACTIC_DRAM",
+            "TACTIC_SHARED_MEMORY", "WORKSPACE",
+        ),
+        "ProfilingVerbosity": (
+            "DETAILED", "LAYER_NAMES_ONLY", "NONE",
+        ),
+        "LayerInformationFormat": (
+            "JSON", "ONELINE",
+        ),
+        "DataType": (
+            "BF16", "BOOL", "FLOAT", "FP8", "HALF", "INT32", "INT4", "INT64", "INT8", "UINT8",
+        ),
+        "TensorIOMode": (
+            "INPUT", "NONE", "OUTPUT",
+        ),
+        "LayerType": (
+            "ACTIVATION", "ASSERTION", "CAST", "CONCATENATION", "CONDITION", "CONDITIONAL_INPUT",
+            "CONDITIONAL_OUTPUT", "CONSTANT", "CONVOLUTION", "DECONVOLUTION", "DEQUANTIZE",
+            "EINSUM", "ELEMENTWISE", "FILL", "GATHER", "GRID_SAMPLE", "IDENTITY", "ITERATOR",
+            "LOOP_OUTPUT", "LRN", "MATRIX_MULTIPLY", "NMS", "NON_ZERO", "NORMALIZATION", "ONE_HOT",
+            "PADDING", "PARAMETRIC_RELU", "PLUGIN", "PLUGIN_V2", "PLUGIN_V3", "POOLING", "QUANTIZE",
+            "RAGGED_SOFTMAX", "RECURRENCE", "REDUCE", "RESIZE", "REVERSE_SEQUENCE", "SCALE",
+            "SCATTER", "SELECT", "SHAPE", "SHUFFLE", "SLICE", "SOFTMAX", "TOPK", "TRIP_LIMIT",
+            "UNARY",
+        ),
+        "Severity": (
+            "ERROR", "INFO", "INTERNAL_ERROR", "VERBOSE", "WARNING",
+        ),
+    },
+    "11.0.0": {
+        "Builder": (
+            "build_engine_with_config", "build_serialized_network",
+            "build_serialized_network_to_stream", "create_builder_config", "create_network",
+            "create_optimization_profile", "error_recorder", "get_plugin_registry", "gpu_allocator",
+            "is_network_supported", "logger", "max_DLA_batch_size", "max_threads", "num_DLA_cores",
+            "reset",
+        ),
+        "IBuilderConfig": (
+            "DLA_core", "add_optimization_profile", "avg_timing_iterations",
+            "builder_optimization_level", "can_run_on_DLA", "clear_flag", "create_timing_cache",
+            "default_device_type", "engine_capability", "flags", "get_device_type", "get_flag",
+            "get_memory_pool_limit", "get_preview_feature", "get_tactic_sources",
+            "get_timing_cache", "hardware_compatibility_level", "is_device_type_set",
+            "l2_limit_for_tiling", "max_aux_streams", "max_num_tactics",
+            "num_optimization_profiles", "plugins_to_serialize", "profile_stream",
+            "profiling_verbosity", "progress_monitor", "remote_auto_tuning_config", "reset",
+            "reset_device_type", "runtime_platform", "set_device_type", "set_flag",
+            "set_memory_pool_limit", "set_preview_feature", "set_tactic_sources",
+            "set_timing_cache", "tiling_optimization_level",
+        ),
+        "INetworkDefinition": (
+            "add_activation", "add_assertion", "add_attention", "add_attention_v2", "add_cast",
+            "add_concatenation", "add_constant", "add_convolution_nd", "add_cumulative",
+            "add_deconvolution_nd", "add_dequantize", "add_dist_collective", "add_dynamic_quantize",
+            "add_dynamic_quantize_v2", "add_einsum", "add_elementwise", "add_fill", "add_gather",
+            "add_gather_v2", "add_grid_sample", "add_identity", "add_if_conditional", "add_input",
+            "add_kv_cache_update", "add_loop", "add_lrn", "add_matrix_multiply", "add_moe",
+            "add_nms", "add_non_zero", "add_normalization", "add_normalization_v2", "add_one_hot",
+            "add_padding_nd", "add_parametric_relu", "add_plugin", "add_plugin_v2", "add_plugin_v3",
+            "add_pooling_nd", "add_quantize", "add_ragged_softmax", "add_reduce", "add_resize",
+            "add_reverse_sequence", "add_rotary_embedding", "add_scale", "add_scale_nd",
+            "add_scatter", "add_select", "add_shape", "add_shuffle", "add_slice", "add_softmax",
+            "add_squeeze", "add_topk", "add_unary", "add_unsqueeze",
+            "are_weights_marked_refittable", "builder", "error_recorder", "flags", "get_flag",
+            "get_input", "get_layer", "get_output", "has_implicit_batch_dimension",
+            "is_debug_tensor", "mark_debug", "mark_output", "mark_output_for_shapes",
+            "mark_unfused_tensors_as_debug_tensors", "mark_weights_refittable", "name",
+            "num_inputs", "num_layers", "num_outputs", "remove_tensor", "serialize",
+            "set_weights_name", "unmark_debug", "unmark_output", "unmark_output_for_shapes",
+            "unmark_unfused_tensors_as_debug_tensors", "unmark_weights_refittable",
+        ),
+        "ITensor": (
+            "allowed_formats", "broadcast_across_batch", "dtype", "get_dimension_name",
+            "is_execution_tensor", "is_network_input", "is_network_output", "is_shape_tensor",
+            "location", "name", "set_dimension_name", "shape",
+        ),
+        "ILayer": (
+            "get_input", "get_output", "get_output_type", "metadata", "name", "num_inputs",
+            "num_outputs", "num_ranks", "set_input", "type",
+        ),
+        "OnnxParser": (
+            "clear_errors", "clear_flag", "flags", "get_error", "get_flag",
+            "get_layer_output_tensor", "get_subgraph_nodes", "get_used_vc_plugin_libraries",
+            "is_subgraph_supported", "load_initializer", "load_model_proto", "num_errors",
+            "num_subgraphs", "parse", "parse_from_file", "parse_model_proto", "set_builder_config",
+            "set_flag", "supports_model_v2", "supports_operator",
+        ),
+        "ParserError": (
+            "code", "desc", "file", "func", "line", "local_function_stack",
+            "local_function_stack_size", "node", "node_name", "node_operator",
+        ),
+        "IOptimizationProfile": (
+            "extra_memory_target", "get_shape", "get_shape_input", "set_shape", "set_shape_input",
+        ),
+        "ITimingCache": (
+            "combine", "query", "queryKeys", "reset", "serialize", "update",
+        ),
+        "Runtime": (
+            "DLA_core", "deserialize_cuda_engine", "engine_host_code_allowed", "error_recorder",
+            "get_plugin_registry", "gpu_allocator", "load_runtime", "logger", "max_threads",
+            "num_DLA_cores", "tempfile_control_flags", "temporary_directory",
+        ),
+        "ICudaEngine": (
+            "create_engine_inspector", "create_execution_context", "create_runtime_config",
+            "create_serialization_config", "device_memory_size_v2", "engine_capability",
+            "error_recorder", "get_aliased_input_tensor", "get_device_memory_size_for_profile_v2",
+            "get_engine_stat", "get_tensor_bytes_per_component",
+            "get_tensor_components_per_element", "get_tensor_dtype", "get_tensor_format",
+            "get_tensor_format_desc", "get_tensor_location", "get_tensor_mode", "get_tensor_name",
+            "get_tensor_profile_shape", "get_tensor_profile_values", "get_tensor_shape",
+            "get_tensor_vectorized_dim", "get_weight_streaming_automatic_budget",
+            "hardware_compatibility_level", "is_debug_tensor", "is_shape_inference_io", "name",
+            "num_aux_streams", "num_io_tensors", "num_layers", "num_optimization_profiles",
+            "profiling_verbosity", "refittable", "serialize", "serialize_with_config",
+            "streamable_weights_size", "tactic_sources", "weight_streaming_budget_v2",
+            "weight_streaming_scratch_memory_size",
+        ),
+        "IExecutionContext": (
+            "active_optimization_profile", "all_binding_shapes_specified", "debug_sync",
+            "device_memory", "engine", "enqueue_emits_profile", "error_recorder",
+            "execute_async_v3", "execute_v2", "get_debug_listener", "get_debug_state",
+            "get_input_consumed_event", "get_max_output_size", "get_output_allocator",
+            "get_runtime_config", "get_tensor_address", "get_tensor_shape", "get_tensor_strides",
+            "infer_shapes", "name", "nvtx_verbosity", "persistent_cache_limit", "profiler",
+            "report_to_profiler", "set_all_tensors_debug_state", "set_aux_streams",
+            "set_communicator", "set_debug_listener", "set_device_memory",
+            "set_input_consumed_event", "set_input_shape", "set_optimization_profile_async",
+            "set_output_allocator", "set_tensor_address", "set_tensor_debug_state",
+            "temporary_allocator", "unfused_tensors_debug_state",
+            "update_device_memory_size_for_shapes",
+        ),
+        "EngineInspector": (
+            "error_recorder", "execution_context", "get_engine_information", "get_layer_information",
+        ),
+        "Logger": (
+            "log", "min_severity",
+        ),
+        "NetworkDefinitionCreationFlag": (
+            "PREFER_AOT_PYTHON_PLUGINS", "PREFER_JIT_PYTHON_PLUGINS", "STRONGLY_TYPED",
+        ),
+        "BuilderFlag": (
+            "DEBUG", "DIRECT_IO", "DISABLE_COMPILATION_CACHE", "DISABLE_TIMING_CACHE",
+            "DISTRIBUTIVE_INDEPENDENCE", "EDITABLE_TIMING_CACHE", "ERROR_ON_TIMING_CACHE_MISS",
+            "EXCLUDE_LEAN_RUNTIME", "GPU_FALLBACK", "MONITOR_MEMORY", "REFIT", "REFIT_IDENTICAL",
+            "REFIT_INDIVIDUAL", "SAFETY_SCOPE", "SPARSE_WEIGHTS", "STRICT_NANS", "STRIP_PLAN",
+            "TF32", "VERSION_COMPATIBLE", "WEIGHT_STREAMING",
+        ),
+        "MemoryPoolType": (
+            "DLA_GLOBAL_DRAM", "DLA_LOCAL_DRAM", "DLA_MANAGED_SRAM", "TACTIC_DRAM",
+            "TACTIC_SHARED_MEMORY", "WORKSPACE",
+        ),
+        "ProfilingVerbosity": (
+            "DETAILED", "LAYER_NAMES_ONLY", "NONE",
+        ),
+        "LayerInformationFormat": (
+            "JSON", "ONELINE",
+        ),
+        "DataType": (
+            "BF16", "BOOL", "E8M0", "FLOAT", "FP4", "FP8", "HALF", "INT32", "INT4", "INT64", "INT8",
+            "UINT8",
+        ),
+        "TensorIOMode": (
+            "INPUT", "NONE", "OUTPUT",
+        ),
+        "LayerType": (
+            "ACTIVATION", "ASSERTION", "ATTENTION_INPUT", "ATTENTION_OUTPUT", "CAST",
+            "CONCATENATION", "CONDITION", "CONDITIONAL_INPUT", "CONDITIONAL_OUTPUT", "CONSTANT",
+            "CONVOLUTION", "CUMULATIVE", "DECONVOLUTION", "DEQUANTIZE", "DIST_COLLECTIVE",
+            "DYNAMIC_QUANTIZE", "EINSUM", "ELEMENTWISE", "FILL", "GATHER", "GRID_SAMPLE",
+            "IDENTITY", "ITERATOR", "KV_CACHE_UPDATE", "LOOP_OUTPUT", "LRN", "MATRIX_MULTIPLY",
+            "MOE", "NMS", "NON_ZERO", "NORMALIZATION", "ONE_HOT", "PADDING", "PARAMETRIC_RELU",
+            "PLUGIN", "PLUGIN_V2", "PLUGIN_V3", "POOLING", "QUANTIZE", "RAGGED_SOFTMAX",
+            "RECURRENCE", "REDUCE", "RESIZE", "REVERSE_SEQUENCE", "ROTARY_EMBEDDING", "SCALE",
+            "SCATTER", "SELECT", "SHAPE", "SHUFFLE", "SLICE", "SOFTMAX", "SQUEEZE", "TOPK",
+            "TRIP_LIMIT", "UNARY", "UNSQUEEZE",
+        ),
+        "Severity": (
+            "ERROR", "INFO", "INTERNAL_ERROR", "VERBOSE", "WARNING",
+        ),
+    },
+}
+
+CREATION_FLAG_VALUES = {
+    "8.5.3": {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1},
+    "10.3.0": {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
+    "11.0.0": {"STRONGLY_TYPED": 0, "PREFER_JIT_PYTHON_PLUGINS": 1, "PREFER_AOT_PYTHON_PLUGINS": 2},
+}
+ENUMS = ("NetworkDefinitionCreationFlag", "BuilderFlag", "MemoryPoolType", "ProfilingVerbosity",
+         "LayerInformationFormat", "DataType", "TensorIOMode", "LayerType", "Severity")
+VERSIONS = tuple(API)
