@@ -103,20 +103,26 @@ SUITE_JSON = RESULTS / "suite.json"
 SUITE_KEYS = ("set", "method", "seed", "image_auroc", "pixel_auroc", "aupro", "train_s", "p50_ms")
 
 
-def read_suite(whole: bool = False):
-    """The rows of benchmarks/results/suite.json (or the whole object)."""
+def read_suite(path: Path = SUITE_JSON, whole: bool = False):
+    """The rows of a suite JSON file (or the whole object); [] / {} when there is none."""
     import json
 
-    obj = json.loads(SUITE_JSON.read_text()) if SUITE_JSON.is_file() else {}
+    obj = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
     return obj if whole else obj.get("rows", [])
 
 
-def merge_suite(rows: list, extra: Optional[dict] = None) -> Path:
-    """Add rows to benchmarks/results/suite.json, replacing those of the same set, method and seed;
-    other top-level entries (each script's settings) are kept unless `extra` replaces them."""
+def merge_suite(rows: list, extra: Optional[dict] = None, path: Path = SUITE_JSON) -> Path:
+    """Add rows to the suite JSON (benchmarks/results/suite.json), replacing those of the same set,
+    method and seed; other top-level entries (each script's settings) are kept unless `extra`
+    replaces them."""
+    from hfr_edge.fsio import write_json_atomic
+
     key = lambda r: (r["set"], r["method"], r["seed"])  # noqa: E731
     new = {key(r) for r in rows}
-    old = read_suite(whole=True)
+    old = read_suite(path, whole=True)
     kept = [r for r in old.get("rows", []) if key(r) not in new]
     keep = {k: v for k, v in old.items() if k not in ("machine", "rows")}
-    return write_json("suite.json", {**keep, **(extra or {}), "rows": sorted(kept + rows, key=key)})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(path), {"machine": machine(), **keep, **(extra or {}), "rows": sorted(kept + rows, key=key)})
+    print(f"wrote {path}", file=sys.stderr)
+    return Path(path)

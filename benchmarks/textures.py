@@ -10,8 +10,8 @@ a third square, a third 4:3, a third 3:4, and 30 % carry a random colour tint (t
 distribution in train and test). Test defects (10 crops each): scratch, crack (random-walk
 polyline), blob (dark or bright ellipse), patch (pasted from another texture), blur, stain
 (semi-transparent colour); contrast and size vary, some are small, and a defect that changes its
-region by less than MIN_CHANGE (mean absolute difference, e.g. a blur on a flat brick) is redrawn. Fixed seed, deterministic,
-seconds to write; the data is never committed.
+region by less than MIN_CHANGE (mean absolute difference, e.g. a blur on a flat brick) is redrawn.
+Fixed seed, deterministic, seconds to write; the data is never committed.
 """
 
 from __future__ import annotations
