@@ -1,0 +1,192 @@
+"""The suite of issue 13: trains and evaluates hfr-edge's CURRENT defaults on every set (bottle, ELPV,
+the texture suite, MNIST / Fashion-MNIST classes 0-2; suite_data.py) and prints ONE table with the
+peers' latest rows from benchmarks/results/suite.json beside it (benchmarks/peers.py), a suite mean
+per method and the seed spread per set. The check for any change of defaults.
+
+    python benchmarks/suite.py [--sets bottle,elpv,...] [--seeds 0,1] [--epochs N] [--tag T]
+        [--set-option key=value ...] [--oneclass-preset oneclass|defaults] [--report-only]
+
+- MVTec-layout sets and ELPV: ModelConfig() and TrainConfig() defaults (image size: the set's, 256).
+- One-class sets: the settings of benchmarks/oneclass.py (ONECLASS below: 64 px, score mean,
+  bottleneck 16, level weights 0,0,1, decoder widths 128,64,32, 8 epochs); `--oneclass-preset
+  defaults` uses the plain defaults there too (with score mean, as `hfr-edge train` picks for them).
+- `--set-option key=value` (repeatable) sets a ModelConfig or TrainConfig field for every set,
+  e.g. `--set-option tap16=early --set-option level_weights=0,1,1`; use with --tag.
+- Latency: each trained model is exported (hfr_edge.export, batch 1, fp32) and timed with ONNX
+  Runtime (no spinning) interleaved with the peers' ONNX files of the same set, if peers.py left
+  them; those p50s go into the row (`peer_p50_ms`) and the table's "p50 now" column.
+Rows: `method` = hfr-edge (or hfr-edge-TAG), merged into suite.json by set/method/seed.
+"""
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import SUITE_JSON, merge_suite, p50_ms, read_suite, table
+from suite_data import SETS, check_names, load_set, score
+
+from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
+
+ONECLASS = {"model": {"image_size": 64, "score": "mean", "bottleneck": 16, "level_weights": (0.0, 0.0, 1.0),
+                      "decoder_widths": (128, 64, 32)}, "train": {"epochs": 8}}
+PEERS = ("padim", "patchcore")
+METRICS = ("image_auroc", "pixel_auroc", "aupro")
+COLS = [("set", "set", None), ("method", "method", None), ("seeds", "seeds", None),
+        ("image_auroc", "image AUROC", "{:.4f}"), ("image_auroc_spread", "+-", "{:.4f}"),
+        ("pixel_auroc", "pixel AUROC", "{:.4f}"), ("pixel_auroc_spread", "+-", "{:.4f}"),
+        ("aupro", "AUPRO", "{:.4f}"), ("aupro_spread", "+-", "{:.4f}"),
+        ("train_s", "train s", "{:.0f}"), ("p50_ms", "p50 ms", "{:.1f}"), ("p50_now", "p50 now", "{:.1f}")]
+
+
+def parse_options(items) -> tuple:
+    """key=value pairs -> (ModelConfig kwargs, TrainConfig kwargs), typed by the field's default."""
+    from hfr_edge.train import parse_triple
+
+    model_f = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    train_f = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    m, t = {}, {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        target = m if key in model_f else t if key in train_f else None
+        if not sep or target is None:
+            raise SystemExit(f"--set-option {item!r}: give key=value with a ModelConfig or TrainConfig field: "
+                             f"{', '.join(sorted(model_f) + sorted(train_f))}")
+        default = (model_f.get(key) or train_f[key]).default
+        if isinstance(default, tuple):
+            target[key] = parse_triple(text, f"--set-option {key}", type(default[0]))
+        elif isinstance(default, bool):
+            target[key] = text.lower() in ("1", "true", "yes")
+        else:
+            try:
+                target[key] = type(default)(text)
+            except ValueError:
+                raise SystemExit(f"--set-option {item!r}: {key} takes a {type(default).__name__}") from None
+    return m, t
+
+
+def configs(kind: str, size: int, args, mopt: dict, topt: dict):
+    m, t = {"image_size": size}, {}
+    if kind == "oneclass":
+        m["score"] = "mean"
+        if args.oneclass_preset == "oneclass":
+            m.update(ONECLASS["model"])
+            t.update(ONECLASS["train"])
+    if args.epochs:
+        t["epochs"] = args.epochs
+    return ModelConfig(**{**m, **mopt}), {**t, **topt}
+
+
+def run_one(name: str, seed: int, args, mopt, topt, method: str) -> dict:
+    import torch
+
+    from hfr_edge.checkpoint import save_checkpoint
+    from hfr_edge.export.onnx_export import export_onnx
+    from hfr_edge.model import DeployModel
+    from hfr_edge.train import fit
+
+    kind = "oneclass" if name.split("-")[0] in ("mnist", "fashion") else "image"
+    size = mopt.get("image_size")
+    mcfg, tkw = configs(kind, size or (64 if kind == "oneclass" else 256), args, mopt, topt)
+    d = load_set(name, seed, size=mcfg.image_size, textures=args.textures)
+    tcfg = TrainConfig(**{**tkw, "seed": seed})
+    t0 = time.time()
+    model, stats, summary = fit(d.x_train, d.x_hold, mcfg, tcfg, progress=False)
+    train_s = time.time() - t0
+    module = DeployModel(model, stats).eval()
+    scores, maps = [], []
+    with torch.inference_mode():
+        for i in range(0, len(d.x_test), 32):
+            m, s = module(torch.from_numpy(d.x_test[i:i + 32]))
+            scores.append(s.numpy())
+            if d.masks is not None:
+                maps.append(m.numpy()[:, 0])
+    row = {"set": name, "method": method, "seed": seed,
+           **score(d, np.concatenate(scores), np.concatenate(maps) if maps else None), "train_s": train_s}
+    with tempfile.TemporaryDirectory(prefix="hfr-suite-") as tmp:
+        ckpt = save_checkpoint(Path(tmp) / "ckpt.pt", model, stats, summary)
+        onnx_file = export_onnx(str(ckpt), str(Path(tmp) / "model.onnx"), batch=1)
+        from peers import onnx_path
+
+        files = {"hfr-edge": onnx_file}
+        files.update({p: onnx_path(name, p, 0) for p in PEERS if onnx_path(name, p, 0).is_file()})
+        lat = p50_ms(files)
+    row["p50_ms"] = lat.pop("hfr-edge")
+    row.update(peer_p50_ms=lat, final_loss=summary["final_loss"], epochs=tcfg.epochs, image_size=mcfg.image_size,
+               model=mcfg.to_dict())
+    return row
+
+
+def mean(v):
+    v = [x for x in v if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def report(sets, rows, now: dict) -> str:
+    """One line per set and method (means over seeds; "+-": the seed spread, max - min), then the
+    suite means (over the sets a method has rows for)."""
+    lines, by_method = [], {}
+    for name in sets:
+        for method in sorted({r["method"] for r in rows if r["set"] == name}, key=lambda m: (m in PEERS, m)):
+            rs = [r for r in rows if r["set"] == name and r["method"] == method]
+            line = {"set": name, "method": method, "seeds": ",".join(str(r["seed"]) for r in rs)}
+            for k in ("image_auroc", "pixel_auroc", "aupro", "train_s", "p50_ms"):
+                line[k] = mean([r.get(k) for r in rs])
+            for k in METRICS:  # the seed spread: max - min over the seeds
+                v = [r[k] for r in rs if r.get(k) is not None]
+                line[k + "_spread"] = max(v) - min(v) if len(v) > 1 else None
+            line["p50_now"] = now.get((name, method))
+            lines.append(line)
+            by_method.setdefault(method, []).append(line)
+    means = [{"set": f"suite mean ({len(ls)}/{len(sets)} sets)", "method": m,
+              **{k: mean([x[k] for x in ls]) for k in ("image_auroc", "pixel_auroc", "aupro", "train_s", "p50_ms")}}
+             for m, ls in by_method.items()]
+    return table(lines + means, COLS)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--epochs", type=int, default=None, help="every set (default: the product's / oneclass.py's)")
+    ap.add_argument("--tag", default="", help="method name hfr-edge-TAG, to compare a variant")
+    ap.add_argument("--set-option", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--oneclass-preset", default="oneclass", choices=["oneclass", "defaults"])
+    ap.add_argument("--textures", default=None, help="texture suite folder (default: textures.py's cache)")
+    ap.add_argument("--report-only", action="store_true", help="print the table of suite.json, train nothing")
+    ap.add_argument("--json", default=str(SUITE_JSON), help="the rows' file (default: benchmarks/results/suite.json)")
+    args = ap.parse_args()
+    sets = check_names(args.sets.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    mopt, topt = parse_options(args.set_option)
+    from hfr_edge.errors import HfrError
+
+    try:  # a bad value fails now, not after the first set
+        ModelConfig(**mopt), TrainConfig(**topt)
+    except HfrError as exc:
+        raise SystemExit(f"--set-option: {exc}") from None
+    method = f"hfr-edge-{args.tag}" if args.tag else "hfr-edge"
+    now = {}
+    if not args.report_only:
+        for name in sets:
+            rows = []
+            for seed in seeds:
+                t0 = time.time()
+                rows.append(run_one(name, seed, args, mopt, topt, method))
+                r = rows[-1]
+                now[(name, method)] = r["p50_ms"]
+                now.update({(name, p): v for p, v in r["peer_p50_ms"].items()})
+                print(table([r], COLS[:2] + COLS[3:4] + COLS[5:6] + COLS[7:8] + COLS[9:11])
+                      + f"\n({time.time() - t0:.0f} s with loading, scoring and export)", file=sys.stderr, flush=True)
+            merge_suite(rows, {method: {"set_options": args.set_option, "epochs": args.epochs,
+                                        "oneclass_preset": args.oneclass_preset}}, args.json)
+    rows = read_suite(args.json) + ([] if Path(args.json) == SUITE_JSON else read_suite())  # peers' rows too
+    print(report(sets, [r for r in rows if r["seed"] in seeds], now))
+
+
+if __name__ == "__main__":
+    main()
