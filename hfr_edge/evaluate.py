@@ -137,7 +137,7 @@ def eval_command(
     fmt: Annotated[str, typer.Option("--format", help="auto|mvtec|folder|mnist|fashion-mnist|cifar10")] = "auto",
     normal_class: Annotated[Optional[str], typer.Option("--normal-class", help="One-class protocol: the normal class")] = None,
     test: Annotated[Optional[str], typer.Option("--test", help="Folder format: test folder with good/ and defect subfolders")] = None,
-    provider: Annotated[str, typer.Option(help="ONNX Runtime provider: auto|tensorrt|cuda|cpu")] = "auto",
+    provider: Annotated[str, typer.Option(help="auto|tensorrt|cuda|cpu (ONNX Runtime) or openvino")] = "auto",
 ) -> None:
     """Evaluate an artifact: image AUROC, pixel AUROC, AUPRO, F1-max, per defect type."""
     from .base.fsio import write_json_atomic

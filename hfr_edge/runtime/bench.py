@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -40,12 +40,19 @@ def _time(step: Callable[[], Dict[str, float]], iterations: int, warmup: int) ->
     return lat, parts
 
 
+def gflop_of(meta) -> Optional[float]:
+    """GFLOP per image as export counted it into the metadata (None for an older artifact)."""
+    v = meta.extra.get("gflop_per_image")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+
+
 def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provider: str = "auto",
-          opener: Callable[..., Runner] = open_runner) -> dict:
+          opener: Callable[..., Runner] = open_runner, gflop: Optional[float] = None) -> dict:
     """Benchmark one artifact on a fixed random input, through the Detector `run` uses.
 
     `opener(path, provider=...)` opens it: the runtime's own for .onnx and .engine/.plan; the stage
-    level passes one that also opens a ckpt.pt (PyTorch eager, the baseline)."""
+    level passes one that also opens a ckpt.pt (PyTorch eager, the baseline). `gflop`: the cost of
+    one image where the metadata lacks it (the stage level counts it from an older graph)."""
     _check_counts(batch, iterations, warmup)
     path = Path(path)
     with opener(path, provider=provider) as runner:
@@ -65,7 +72,8 @@ def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provide
             return runner.last_timings
 
         lat, parts = _time(step, iterations, warmup)
-        info = {"backend": runner.backend, "precision": runner.meta.precision, "image_size": s}
+        info = {"backend": runner.backend, "precision": runner.meta.precision, "image_size": s,
+                "gflop_per_image": gflop_of(runner.meta) or gflop}
     return _report(path, batch, iterations, warmup, lat, parts, info)
 
 
@@ -77,6 +85,8 @@ def _report(path: Path, batch: int, iterations: int, warmup: int, lat: List[floa
            "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
            "p99_ms": float(np.percentile(a, 99)), "mean_ms": mean, "min_ms": float(a.min()), "max_ms": float(a.max()),
            "throughput_fps": batch * 1000.0 / mean if mean > 0 else float("inf")}
+    # achieved arithmetic rate: how close to the machine's peak the model runs (None: cost unknown)
+    rep["gflops"] = rep["gflop_per_image"] * rep["throughput_fps"] if rep["gflop_per_image"] else None
     for k, v in parts.items():  # "h2d", "compute", "d2h" where the backend measures them
         rep[f"{k}_ms"] = float(np.mean(v))
     return rep
@@ -96,6 +106,8 @@ def format_report(rep: dict) -> str:
         ("latency ms", "  ".join(f"{k} {rep[k + '_ms']:.3f}" for k in ("p50", "p90", "p99", "mean"))),
         ("throughput", f"{rep['throughput_fps']:.1f} images/s"),
     ]
+    if rep.get("gflop_per_image"):
+        rows.append(("cost", f"{rep['gflop_per_image']:.2f} GFLOP/image, {rep['gflops']:.1f} GFLOP/s achieved"))
     if "h2d_ms" in rep:  # backends that time their copies (TensorRT) get a second line
         split = [k for k in ("h2d", "compute", "d2h") if f"{k}_ms" in rep]
         rows.append(("mean split ms", "  ".join(f"{k} {rep[k + '_ms']:.3f}" for k in split)))

@@ -33,7 +33,7 @@ def choose_providers(provider: str, available: List[str]) -> List[str]:
     if provider == "auto":
         return [p for p in PROVIDERS.values() if p in available] or list(available)
     if provider not in PROVIDERS:
-        raise HfrError(f"--provider {provider!r} must be one of: auto, {', '.join(PROVIDERS)}")
+        raise HfrError(f"--provider {provider!r} must be one of: auto, {', '.join(PROVIDERS)}, openvino")
     want = PROVIDERS[provider]
     if want not in available:
         raise HfrError(f"--provider {provider}: {want} is not available in this onnxruntime "
@@ -66,17 +66,9 @@ class OrtRunner(Runner):
         self.backend = f"onnxruntime/{sess.get_providers()[0]}"
 
     def _check_graph(self, sess) -> None:
-        s = self.meta.image_size
-        ins, outs = sess.get_inputs(), {o.name for o in sess.get_outputs()}
-        if len(ins) != 1 or ins[0].name != self.input_name or not set(self.output_names) <= outs:
-            raise HfrError(f"{self.path}: graph I/O {[i.name for i in ins]} -> {sorted(outs)} is not the hfr-edge "
-                           f"contract (image -> anomaly_map, score); re-export it with `hfr-edge export`")
-        shape = list(ins[0].shape)
-        if len(shape) != 4 or shape[1:] != [3, s, s]:
-            raise HfrError(f"{self.path}: input 'image' has shape {shape}, but its metadata says "
-                           f"(N, 3, {s}, {s}); re-export it")
-        if isinstance(shape[0], int) and shape[0] > 0:
-            self.max_batch = shape[0]
+        ins = sess.get_inputs()
+        self._check_graph_io([i.name for i in ins], ins[0].shape if len(ins) == 1 else [],
+                             {o.name for o in sess.get_outputs()})
 
     def _infer(self, x: np.ndarray) -> Dict[str, np.ndarray]:
         try:

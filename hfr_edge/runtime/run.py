@@ -169,7 +169,7 @@ def run_command(
     save_anomalies: Optional[str] = typer.Option(None, "--save-anomalies", help="Folder for NNNNNN_frame.png and NNNNNN_overlay.png of anomalous frames."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Decision threshold on the normalised score (default 0.5, the artifact's own)."),
     summary: Optional[str] = typer.Option(None, "--summary", help="Write a JSON summary here at exit."),
-    provider: str = typer.Option("auto", "--provider", help="auto, tensorrt, cuda or cpu (ONNX Runtime provider for .onnx)."),
+    provider: str = typer.Option("auto", "--provider", help="auto, tensorrt, cuda or cpu (ONNX Runtime provider for .onnx), or openvino."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames."),
     stats_every: float = typer.Option(5.0, "--stats-every", help="Seconds between statistics lines on stderr."),
     width: int = typer.Option(1280, "--width", help="CSI camera width."),
