@@ -77,6 +77,28 @@ def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provide
     return _report(path, batch, iterations, warmup, lat, parts, info)
 
 
+def interleaved(steps: Dict[str, Callable[[], object]], rounds: int = 5, slot_s: float = 0.3,
+                warmup: int = 2) -> Dict[str, List[float]]:
+    """ms of every call of each step, the steps taking turns of `slot_s` seconds, `rounds` times.
+    A shared or throttling CPU drifts by tens of percent from minute to minute; in turns, every
+    step sees the same drift, so ratios of their medians hold where absolute times do not."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    lat: Dict[str, List[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            end = time.perf_counter() + slot_s
+            while True:
+                t0 = time.perf_counter()
+                step()
+                t1 = time.perf_counter()
+                lat[name].append((t1 - t0) * 1e3)
+                if t1 >= end:
+                    break
+    return lat
+
+
 def _report(path: Path, batch: int, iterations: int, warmup: int, lat: List[float],
             parts: Dict[str, List[float]], info: dict) -> dict:
     a = np.asarray(lat, np.float64)

@@ -42,10 +42,16 @@ def choose_providers(provider: str, available: List[str]) -> List[str]:
 
 
 class OrtRunner(Runner):
-    def __init__(self, path, provider: str = "auto", device: int = 0, meta=None):
+    """spinning=False: idle intra-op threads sleep instead of spinning, so runners timed in turns
+    (a benchmark) or beside other work do not steal CPU from each other; threads: intra-op threads
+    (0: ONNX Runtime's default, one per physical core)."""
+
+    def __init__(self, path, provider: str = "auto", device: int = 0, meta=None, spinning: bool = True,
+                 threads: int = 0):
         super().__init__(path, meta)
         self.provider = provider
         self.device = device
+        self.spinning, self.threads = spinning, threads
         self._sess = None
 
     def _activate(self) -> None:
@@ -55,6 +61,9 @@ class OrtRunner(Runner):
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        if not self.spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.intra_op_num_threads = self.threads
         try:
             sess = ort.InferenceSession(model_source(self.path), so, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind11 types
