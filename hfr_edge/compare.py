@@ -68,14 +68,14 @@ def speed_vs_fp32(fp32: str, int8: str, size: int, rounds: int = 6, slot_s: floa
 
 
 def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
-                       provider8: str = "cpu") -> dict:
+                       test: Optional[str] = None, provider8: str = "cpu") -> dict:
     """Image/pixel metrics of both artifacts on a labelled test set (fp32 on ONNX Runtime's CPU
     provider, int8 on `provider8`), their drops and their agreement."""
     from .data import open_dataset
     from .evaluate import open_scorer, score_items
     from .metrics import summarize
 
-    ds = open_dataset(data, fmt, normal_class=normal_class)
+    ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if not ds.test:
         raise HfrError(f"--eval {data}: has no test images")
     out = {}

@@ -5,16 +5,14 @@ interface), so what is measured is what deploys. Shared with `compare` (fp32 vs 
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
-import typer
-from typing_extensions import Annotated
 
+from .base import console
 from .base.contract import THRESHOLD
 from .base.errors import HfrError
 
@@ -48,11 +46,10 @@ def open_scorer(artifact: str, provider: str = "auto") -> Iterator[Tuple[Callabl
 def score_items(predict, items, size: int, with_masks: bool, keep_maps: bool = True, warn=None) -> Scores:
     from .data import load_items
 
-    warn = warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
     t0 = time.time()
     labels, defects, keys, scores, maps, masks, skipped = [], [], [], [], [], [], []
     for i in range(0, len(items), CHUNK):
-        x, mk, kept, sk = load_items(items[i:i + CHUNK], size, with_masks=with_masks, warn=warn)
+        x, mk, kept, sk = load_items(items[i:i + CHUNK], size, with_masks=with_masks, warn=warn or console.warn)
         skipped += sk
         if not kept:
             continue
@@ -121,40 +118,10 @@ def _fmt(v) -> str:
     return "   -  " if v is None else f"{v:.4f}"
 
 
-def print_report(report: dict, file=sys.stderr) -> None:
-    print(f"{'':<22}{'image AUROC':>12}{'pixel AUROC':>12}{'AUPRO':>8}{'F1-max':>8}{'n':>7}", file=file)
-    rows = [("all", report)] + sorted(report.get("per_defect", {}).items())
-    for name, m in rows:
-        print(f"{name[:22]:<22}{_fmt(m.get('image_auroc')):>12}{_fmt(m.get('pixel_auroc')):>12}"
-              f"{_fmt(m.get('aupro')):>8}{_fmt(m.get('f1_max')):>8}{m.get('n_images', ''):>7}", file=file)
-
-
-def eval_command(
-    artifact: Annotated[str, typer.Argument(help="ckpt.pt, model.onnx (any precision) or model.engine")],
-    data: Annotated[str, typer.Argument(help="Dataset folder (see `hfr-edge train --help`)")],
-    report: Annotated[Optional[str], typer.Option("--report", help="Write the metrics as JSON here")] = None,
-    figures: Annotated[Optional[str], typer.Option("--figures", help="Write PNGs of best/worst cases and the ROC curve here")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="auto|mvtec|folder|mnist|fashion-mnist|cifar10")] = "auto",
-    normal_class: Annotated[Optional[str], typer.Option("--normal-class", help="One-class protocol: the normal class")] = None,
-    test: Annotated[Optional[str], typer.Option("--test", help="Folder format: test folder with good/ and defect subfolders")] = None,
-    provider: Annotated[str, typer.Option(help="auto|tensorrt|cuda|cpu (ONNX Runtime) or openvino")] = "auto",
-) -> None:
-    """Evaluate an artifact: image AUROC, pixel AUROC, AUPRO, F1-max, per defect type."""
-    from .base.fsio import write_json_atomic
-
-    if figures and Path(figures).exists() and not Path(figures).is_dir():
-        raise HfrError(f"--figures {figures}: is a file; give a folder for the PNGs")
-    if figures:
-        try:
-            Path(figures).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HfrError(f"--figures {figures}: cannot create the folder ({exc.strerror}); choose another path") from None
-    if report and Path(report).is_dir():
-        raise HfrError(f"--report {report}: is a folder; give a file name such as {Path(report) / 'report.json'}")
-    rep = evaluate(artifact, data, fmt, normal_class, test, provider, figures)
-    print(f"{rep['artifact']} on {rep['data']} ({rep['backend']}, {rep['precision']}, "
-          f"{rep['n_images']} images, {rep['ms_per_image']} ms/image)", file=sys.stderr)
-    print_report(rep)
-    if report:
-        write_json_atomic(report, rep)
-        print(f"wrote {report}", file=sys.stderr)
+def format_report(report: dict) -> str:
+    """The metrics as a table: all images, then each defect type."""
+    lines = [f"{'':<22}{'image AUROC':>12}{'pixel AUROC':>12}{'AUPRO':>8}{'F1-max':>8}{'n':>7}"]
+    for name, m in [("all", report)] + sorted(report.get("per_defect", {}).items()):
+        lines.append(f"{name[:22]:<22}{_fmt(m.get('image_auroc')):>12}{_fmt(m.get('pixel_auroc')):>12}"
+                     f"{_fmt(m.get('aupro')):>8}{_fmt(m.get('f1_max')):>8}{m.get('n_images', ''):>7}")
+    return "\n".join(lines)

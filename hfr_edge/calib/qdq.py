@@ -20,12 +20,12 @@ import contextlib
 import io
 import os
 import shutil
-import sys
 import tempfile
 from typing import List
 
 import numpy as np
 
+from ..base import console
 from ..base.contract import INPUT_NAME
 from ..base.errors import HfrError
 from ..export.graph import MODEL_SCOPE
@@ -96,8 +96,8 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str, ta
         with _quiet(logging.getLogger("onnxruntime.quantization.shape_inference")) as failed:
             quant_pre_process(src, pre, skip_symbolic_shape=True)
         if failed:  # ORT logs a traceback and goes on without its optimisation: say it in one line
-            print("warning: ONNX Runtime's graph optimisation before calibration failed; calibrating the "
-                  "graph as exported", file=sys.stderr)
+            console.warn("ONNX Runtime's graph optimisation before calibration failed; calibrating the "
+                         "graph as exported")
         model = onnx.load(pre)
         exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)]
         act_type, symmetric = TARGET_OPTIONS[target]

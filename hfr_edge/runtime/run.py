@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
-import typer
-
 from ..base import console
 from ..base.contract import THRESHOLD
 from ..base.errors import HfrError
@@ -57,13 +55,13 @@ def _check_args(threshold, max_frames, stats_every, summary) -> None:
     if threshold is not None and not math.isfinite(threshold):
         raise HfrError(f"--threshold {threshold} must be a finite number (0.5 is the artifact's own threshold)")
     if max_frames is not None and max_frames < 1:
-        raise HfrError(f"--max-frames {max_frames} must be at least 1")
+        raise HfrError(f"--frames {max_frames} must be at least 1")
     if not stats_every > 0:
         raise HfrError(f"--stats-every {stats_every} must be a positive number of seconds")
     if summary is not None:
         parent = Path(summary).parent
         if not parent.is_dir():
-            raise HfrError(f"--summary {summary}: folder {parent} does not exist; create it or choose another path")
+            raise HfrError(f"--json {summary}: folder {parent} does not exist; create it or choose another path")
 
 
 def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optional[str] = None, *,
@@ -157,26 +155,3 @@ def _loop(src, det: Detector, display, video, jsonl_sink, saver, stats, flag, ma
             console.say(stats.line(src.dropped, src.skipped), log)
             next_stats = t5 + stats_every
     return flag.signal or "end"
-
-
-def run_command(
-    model: Optional[str] = typer.Argument(None, help="Artifact (.engine or .onnx); default: model.engine or model.onnx here."),
-    camera: Optional[str] = typer.Option(None, "--camera", help="V4L2 camera (0 or /dev/video0) or CSI camera (csi://0)."),
-    source: Optional[str] = typer.Option(None, "--source", help="Video file, image folder or glob, rtsp:// or http:// URL, or a GStreamer pipeline ending in appsink."),
-    headless: bool = typer.Option(False, "--headless", help="No window."),
-    save: Optional[str] = typer.Option(None, "--save", help="Write the overlay video here (.mp4)."),
-    jsonl: Optional[str] = typer.Option(None, "--jsonl", help="Write one JSON record per frame here."),
-    save_anomalies: Optional[str] = typer.Option(None, "--save-anomalies", help="Folder for NNNNNN_frame.png and NNNNNN_overlay.png of anomalous frames."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Decision threshold on the normalised score (default 0.5, the artifact's own)."),
-    summary: Optional[str] = typer.Option(None, "--summary", help="Write a JSON summary here at exit."),
-    provider: str = typer.Option("auto", "--provider", help="auto, tensorrt, cuda or cpu (ONNX Runtime provider for .onnx), or openvino."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames."),
-    stats_every: float = typer.Option(5.0, "--stats-every", help="Seconds between statistics lines on stderr."),
-    width: int = typer.Option(1280, "--width", help="CSI camera width."),
-    height: int = typer.Option(720, "--height", help="CSI camera height."),
-    fps: int = typer.Option(30, "--fps", help="CSI camera frame rate."),
-) -> None:
-    """Detect anomalies live: camera, stream, video file or image folder -> verdicts and overlays."""
-    run(model, camera, source, headless=headless, save=save, jsonl=jsonl, save_anomalies=save_anomalies,
-        threshold=threshold, summary=summary, provider=provider, max_frames=max_frames, stats_every=stats_every,
-        width=width, height=height, fps=fps)
