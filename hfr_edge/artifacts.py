@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .base.errors import HfrError
 from .runtime import bench as runtime_bench
 from .runtime.runner import Runner, open_runner
 
@@ -23,27 +22,9 @@ def open_artifact(path, provider: str = "auto") -> Runner:
     return open_runner(path, provider=provider)
 
 
-def graph_gflop(path) -> Optional[float]:
-    """GFLOP per image of a .onnx graph exported before export counted it, counted now where onnx is
-    installed (the metadata's count wins; engines and checkpoints carry none to recount)."""
-    import importlib.util  # noqa: PLC0415
-
-    p = Path(path)
-    if p.suffix.lower() != ".onnx" or not p.is_file() or importlib.util.find_spec("onnx") is None:
-        return None
-    from .base.artifact import load_meta  # noqa: PLC0415
-    from .export.flops import count_gflop  # noqa: PLC0415 - onnx, only for an older graph
-    from .export.graph import load_onnx  # noqa: PLC0415
-
-    try:
-        if runtime_bench.gflop_of(load_meta(p)) is not None:
-            return None  # bench reads it from the metadata
-        return count_gflop(load_onnx(p))
-    except HfrError:
-        return None  # opening it for the benchmark names what is wrong
-
-
-def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provider: str = "auto") -> dict:
-    """runtime.bench.bench for any artifact, a checkpoint included (PyTorch eager: the baseline)."""
+def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provider: str = "auto",
+          gflop: Optional[float] = None) -> dict:
+    """runtime.bench.bench for any artifact, a checkpoint included (PyTorch eager: the baseline);
+    `gflop`: the cost of one image where the metadata lacks it."""
     return runtime_bench.bench(path, batch=batch, iterations=iterations, warmup=warmup, provider=provider,
-                               opener=open_artifact, gflop=graph_gflop(path))
+                               opener=open_artifact, gflop=gflop)

@@ -123,9 +123,9 @@ def _ort_text(o: Dict[str, Any]) -> str:
     return f"{o['version']}: {', '.join(o['providers'])}"
 
 
-def _ov_text(o: Dict[str, Any]) -> str:
-    if "error" in o or o["version"] is None:
-        return _text(o.get("error") and o)
+def _ov_text(o: Any) -> str:
+    if not isinstance(o, dict) or "error" in o or o.get("version") is None:
+        return _text(o.get("error") and o if isinstance(o, dict) else None)
     auto = " (`--provider auto` runs graphs here)" if o.get("auto") else ""
     return f"{o['version']}: {', '.join(o['devices']) or 'no device'}{auto}"
 

@@ -28,7 +28,7 @@ def rand_input(n, s=64, seed=0):
 
 def test_infer_shapes_dtypes_and_values(toy_onnx):
     x = rand_input(3)
-    with open_runner(toy_onnx) as r:
+    with open_runner(toy_onnx, provider="cpu") as r:
         assert r.backend.startswith("onnxruntime/")
         assert r.max_batch is None and r.meta.image_size == 64 and r.meta.precision == "fp32"
         out = r.infer({"image": x})
@@ -228,8 +228,8 @@ def test_default_artifact_uses_the_current_folder(tmp_path, monkeypatch):
 def test_runtime_imports_neither_torch_nor_onnx():
     code = ("import sys\n"
             "import hfr_edge.runtime, hfr_edge.runtime.runner, hfr_edge.runtime.detector, hfr_edge.runtime.onnxrt, "
-            "hfr_edge.runtime.bench, hfr_edge.runtime.tensorrt, hfr_edge.runtime.cuda\n"
-            "print(sorted(m for m in ('torch', 'onnx', 'tensorrt', 'pycuda') if m in sys.modules))\n")
+            "hfr_edge.runtime.bench, hfr_edge.runtime.tensorrt, hfr_edge.runtime.cuda, hfr_edge.runtime.openvino\n"
+            "print(sorted(m for m in ('torch', 'onnx', 'tensorrt', 'pycuda', 'openvino') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
