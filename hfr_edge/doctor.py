@@ -126,7 +126,7 @@ def _ort_text(o: Dict[str, Any]) -> str:
 def _ov_text(o: Any) -> str:
     if not isinstance(o, dict) or "error" in o or o.get("version") is None:
         return _text(o.get("error") and o if isinstance(o, dict) else None)
-    auto = " (`--provider auto` runs graphs here)" if o.get("auto") else ""
+    auto = " (`--provider auto` runs int8 graphs on it here)" if o.get("auto") else ""
     return f"{o['version']}: {', '.join(o['devices']) or 'no device'}{auto}"
 
 

@@ -94,16 +94,18 @@ def test_foreign_graph_io_is_refused(tmp_path):
         open_runner(path, provider="openvino")
 
 
-def test_auto_picks_openvino_only_without_a_gpu_provider(toy_onnx, monkeypatch):
+def test_auto_picks_openvino_for_int8_graphs_without_a_gpu_provider(toy_onnx, tmp_path, monkeypatch):
     import onnxruntime as ort
+    from toy import make_toy_onnx
 
     if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers()):
         pytest.skip("this onnxruntime has a GPU provider, which auto keeps first")
-    assert runner_mod.auto_picks_openvino()
-    with open_runner(toy_onnx) as r:
-        assert r.backend.startswith("openvino ")
+    int8 = make_toy_onnx(tmp_path / "toy.int8cpu.onnx", size=64, precision="int8")
+    assert runner_mod.auto_picks_openvino("int8") and not runner_mod.auto_picks_openvino("fp32")
+    with open_runner(int8) as r8, open_runner(toy_onnx) as r32:
+        assert r8.backend.startswith("openvino ") and r32.backend.startswith("onnxruntime/")
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert not runner_mod.auto_picks_openvino()
+    assert not runner_mod.auto_picks_openvino("int8")
 
 
 def test_openvino_does_not_apply_to_an_engine(toy_onnx, tmp_path):

@@ -1,6 +1,7 @@
-"""The OpenVINO backend of the runner interface: reads the .onnx graph directly (no IR conversion),
-compiles it for the CPU and runs one infer request. What GPU-less industrial PCs (Intel CPUs)
-already use; its CPU plugin runs a Q/DQ graph's quantized convolutions as int8 kernels."""
+"""The OpenVINO backend of the runner interface: reads the .onnx graph directly (no IR conversion)
+and compiles it for the CPU; one image runs on one request using every core, a batch is split over
+the throughput plan's streams. What GPU-less industrial PCs (Intel CPUs) already use; its CPU
+plugin runs the quantized convolutions of a Q/DQ graph as int8 kernels (`calibrate --target cpu`)."""
 
 from __future__ import annotations
 

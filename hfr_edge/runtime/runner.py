@@ -134,8 +134,8 @@ class Runner:
 
 def open_runner(path, provider: str = "auto", device: int = 0) -> Runner:
     """.onnx -> OrtRunner (provider tensorrt|cuda|cpu) or OvRunner (openvino); .engine/.plan -> TrtRunner.
-    "auto" for a graph: ONNX Runtime on TensorRT or CUDA where it has them, else OpenVINO where it is
-    installed (faster on CPUs, int8 kernels included), else ONNX Runtime on the CPU. Returned active."""
+    "auto" for a graph: ONNX Runtime, except an int8 graph on a machine where ONNX Runtime has no
+    GPU provider and OpenVINO is installed (see auto_picks_openvino). Returned active."""
     p = Path(path)
     if provider not in PROVIDER_CHOICES:
         raise HfrError(f"--provider {provider!r} must be one of: {', '.join(PROVIDER_CHOICES)}")
@@ -143,14 +143,15 @@ def open_runner(path, provider: str = "auto", device: int = 0) -> Runner:
         raise HfrError(f"{p}: {'is a folder, not a model' if p.is_dir() else 'file not found'}")
     suffix = p.suffix.lower()
     if suffix == ".onnx":
-        if provider == "openvino" or (provider == "auto" and auto_picks_openvino()):
+        meta = load_meta(p)
+        if provider == "openvino" or (provider == "auto" and auto_picks_openvino(meta.precision)):
             from .openvino import OvRunner  # noqa: PLC0415
 
-            runner: Runner = OvRunner(p)
+            runner: Runner = OvRunner(p, meta=meta)
         else:
             from .onnxrt import OrtRunner  # noqa: PLC0415
 
-            runner = OrtRunner(p, provider=provider, device=device)
+            runner = OrtRunner(p, provider=provider, device=device, meta=meta)
     elif suffix in ENGINE_SUFFIXES:
         if provider not in ("auto", "tensorrt"):
             raise HfrError(f"--provider {provider} applies to .onnx graphs; {p.name} is a TensorRT engine "
@@ -164,11 +165,15 @@ def open_runner(path, provider: str = "auto", device: int = 0) -> Runner:
     return runner.activate()
 
 
-def auto_picks_openvino() -> bool:
-    """True when `auto` runs a graph on OpenVINO: it is installed and ONNX Runtime has no GPU provider."""
+def auto_picks_openvino(precision: str = "int8") -> bool:
+    """True when `auto` runs a graph of `precision` on OpenVINO: an int8 graph, OpenVINO installed,
+    and no GPU provider in ONNX Runtime. Measured on a 2-core CPU (benchmarks/speed.py): OpenVINO
+    runs a Q/DQ graph in int8 kernels, about 2x ONNX Runtime's fp32 graph on one thread, while
+    ONNX Runtime's own int8 kernels are slower than its fp32 ones; an fp32 graph runs no faster on
+    OpenVINO in float32 (and slower on a busy CPU), so fp32 and fp16 graphs stay on ONNX Runtime."""
     import importlib.util  # noqa: PLC0415
 
-    if importlib.util.find_spec("openvino") is None:
+    if precision != "int8" or importlib.util.find_spec("openvino") is None:
         return False
     from .onnxrt import PROVIDERS, ort_module  # noqa: PLC0415
 
