@@ -2,11 +2,13 @@
 
 graphs   encoder-only (the frozen encoder and its pre-processing, exported alone), whole fp32,
          fp16, int8 (TensorRT Q/DQ, `calibrate`), int8 cpu (`calibrate --target cpu`)
-runtimes ONNX Runtime CPU (sessions without thread spinning) and OpenVINO (the product's runner:
-         one latency request for an image, a batch split over its throughput streams)
+runtimes ONNX Runtime CPU (the product's runner: one intra-op thread per physical core, set
+         explicitly; without thread spinning) and OpenVINO (the product's runner: one latency request
+         for an image, a batch split over its throughput streams); plus ORT's own default threading
+         (pinned) and both runtimes on one thread, batch 1
 figures  p50, p99, images/s at batch 1 and 8, GFLOP per image (counted from the graph), GFLOP/s;
-         ratios: whole / encoder (ORT fp32, batch 1), int8 cpu on OpenVINO / fp32 on ORT, batch 8 /
-         batch 1; with --accuracy, pixel AUROC of both int8 graphs against fp32 on bottle's test set.
+         ratios: whole / encoder (ORT fp32, batch 1), int8 cpu on OpenVINO / fp32 on ORT (default
+         threads and one thread each), batch 8 / batch 1; with --accuracy, pixel AUROC of both int8 graphs against fp32 on bottle's test set.
 
 Every cell takes turns of --slot seconds, --rounds times (runtime.bench.interleaved): this VM's
 speed drifts by tens of percent and other jobs share its CPUs, so ratios hold, absolute ms do not.
@@ -136,19 +138,23 @@ def main() -> None:
                 for b in BATCHES:
                     steps[(gname, runtime, b)] = (lambda r=r, x=xs[b]: r.infer({"image": x}))
                     cells[(gname, runtime, b)] = r.backend
-        # ONNX Runtime's batching with the session options said to help: intra-op threads = physical
-        # cores (os.cpu_count() here: one thread per core on this VM) and sequential execution
+        # the levers: ONNX Runtime's own default threading (0 = one thread per physical core, each
+        # pinned to a core; the product sets the count explicitly), and one thread each, which a
+        # busy CPU cannot skew by how it shares cores among multi-threaded processes
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.intra_op_num_threads = os.cpu_count() or 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        tuned = ort.InferenceSession(str(graphs["fp32"]), so, providers=["CPUExecutionProvider"])
+        pinned = ort.InferenceSession(str(graphs["fp32"]), so, providers=["CPUExecutionProvider"])
         for b in BATCHES:
-            steps[("fp32 threads=cores seq", "onnxruntime", b)] = (lambda x=xs[b]: tuned.run(None, {"image": x}))
-            cells[("fp32 threads=cores seq", "onnxruntime", b)] = f"onnxruntime/CPU {so.intra_op_num_threads} threads"
-        gflop["fp32 threads=cores seq"] = gflop["fp32"]
+            steps[("fp32", "onnxruntime threads=0", b)] = (lambda x=xs[b]: pinned.run(None, {"image": x}))
+            cells[("fp32", "onnxruntime threads=0", b)] = "onnxruntime/CPU, ORT's default threads (pinned)"
+        for gname, r in (("fp32", OrtRunner(graphs["fp32"], provider="cpu", spinning=False, threads=1)),
+                         ("int8cpu", OvRunner(graphs["int8cpu"], threads=1))):
+            runners.append(r.activate())
+            rt = ("onnxruntime" if isinstance(r, OrtRunner) else "openvino") + " 1 thread"
+            steps[(gname, rt, 1)] = (lambda r=r, x=xs[1]: r.infer({"image": x}))
+            cells[(gname, rt, 1)] = r.backend + " (1 thread)"
         print(f"timing {len(steps)} cells, {args.rounds} rounds of {args.slot} s each ...", file=sys.stderr)
         lat = interleaved(steps, rounds=args.rounds, slot_s=args.slot)
         for r in runners:
@@ -170,10 +176,12 @@ def main() -> None:
         "int8cpu_openvino_over_fp32_ort_b8": ips("int8cpu", "openvino", 8) / ips("fp32", "onnxruntime", 8),
         "int8_trt_openvino_over_fp32_ort_b1": ips("int8", "openvino") / ips("fp32", "onnxruntime"),
         "fp32_openvino_over_fp32_ort_b1": ips("fp32", "openvino") / ips("fp32", "onnxruntime"),
-        "batch8_over_batch1": {f"{g} {rt}": ips(g, rt, 8) / ips(g, rt, 1) for (g, rt, b) in by if b == 1},
+        "int8cpu_openvino_over_fp32_ort_1thread_b1": ips("int8cpu", "openvino 1 thread") / ips("fp32", "onnxruntime 1 thread"),
+        "ort_fp32_explicit_threads_over_default_pinned_b1": ips("fp32", "onnxruntime") / ips("fp32", "onnxruntime threads=0"),
+        "batch8_over_batch1": {f"{g} {rt}": ips(g, rt, 8) / ips(g, rt, 1) for (g, rt, b) in by if b == 8},
     }
     for r in rows:
-        r["batch8_over_batch1"] = ratios["batch8_over_batch1"][f"{r['graph']} {r['runtime']}"]
+        r["batch8_over_batch1"] = ratios["batch8_over_batch1"].get(f"{r['graph']} {r['runtime']}")
     cols = [("graph", "graph", None), ("runtime", "runtime", None), ("batch", "batch", None), ("n", "n", None),
             ("p50_ms", "p50 ms", "{:.1f}"), ("p99_ms", "p99 ms", "{:.1f}"), ("images_per_s", "img/s", "{:.1f}"),
             ("batch8_over_batch1", "b8/b1", "{:.2f}"), ("gflop_per_image", "GFLOP/img", "{:.3f}"),
