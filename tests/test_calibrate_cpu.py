@@ -93,6 +93,7 @@ def test_report_states_accuracy_on_openvino_and_speed(cpu_int8):
     assert sp["backends"]["fp32"].startswith("onnxruntime/") and sp["backends"]["int8"].startswith("openvino ")
     assert sp["fp32_p50_ms"] > 0 and sp["int8_p50_ms"] > 0
     assert sp["speedup"] == pytest.approx(sp["fp32_p50_ms"] / sp["int8_p50_ms"])
+    assert sp["speedup_1thread"] == pytest.approx(sp["fp32_1thread_p50_ms"] / sp["int8_1thread_p50_ms"])
 
 
 def test_bad_target(tiny_model_onnx, syn_data):
