@@ -36,6 +36,7 @@ ap.add_argument("--rounds", type=int, default=12)
 ap.add_argument("--slot", type=float, default=0.3, help="seconds per cell per round")
 ap.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the int8 graphs' bottle eval")
 ap.add_argument("--work", help="folder for the graphs (default: a temporary one)")
+ap.add_argument("--name", default="speed.json", help="results file in benchmarks/results/")
 args = ap.parse_args()
 bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
 
@@ -198,7 +199,7 @@ def main() -> None:
         print(f"{name}: pixel AUROC {e['fp32']['pixel_auroc']:.4f} -> {e['int8']['pixel_auroc']:.4f} "
               f"(drop {e['pixel_auroc_drop']:.4f}, on {e.get('int8_provider')})")
     load = [round(v, 2) for v in os.getloadavg()]
-    write_json("speed.json", {"checkpoint": str(ckpt), "rounds": args.rounds, "slot_s": args.slot,
+    write_json(args.name, {"checkpoint": str(ckpt), "rounds": args.rounds, "slot_s": args.slot,
                               "load_average_at_end": load, "rows": rows, "ratios": ratios, "accuracy": acc,
                               "openvino": ov_module().get_version()})
 
