@@ -42,7 +42,7 @@ bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
 
 from hfr_edge.export.flops import count_gflop  # noqa: E402
 from hfr_edge.runtime.bench import interleaved  # noqa: E402
-from hfr_edge.runtime.onnxrt import OrtRunner  # noqa: E402
+from hfr_edge.runtime.onnxrt import OrtRunner, physical_cores  # noqa: E402
 from hfr_edge.runtime.openvino import OvRunner, ov_module  # noqa: E402
 
 BATCHES = (1, 8)
@@ -94,12 +94,14 @@ def make_graphs(ckpt: Path, work: Path) -> dict:
 
 
 def raw_step(path: Path, runtime: str, x: np.ndarray):
-    """The encoder graph is not the product's contract, so no Runner: the same sessions, bare."""
+    """The encoder graph is not the product's contract, so no Runner: the same session settings, bare
+    (OpenVINO: its latency plan, one request, at batch 8 too)."""
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.intra_op_num_threads = physical_cores()  # as OrtRunner sets it
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         return lambda: sess.run(None, {"image": x}), "onnxruntime/CPUExecutionProvider"
     ov = ov_module()
