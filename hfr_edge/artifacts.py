@@ -5,6 +5,7 @@ models here, so a ckpt.pt works wherever a model.onnx does."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from .runtime import bench as runtime_bench
 from .runtime.runner import Runner, open_runner
@@ -21,7 +22,9 @@ def open_artifact(path, provider: str = "auto") -> Runner:
     return open_runner(path, provider=provider)
 
 
-def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provider: str = "auto") -> dict:
-    """runtime.bench.bench for any artifact, a checkpoint included (PyTorch eager: the baseline)."""
+def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provider: str = "auto",
+          gflop: Optional[float] = None) -> dict:
+    """runtime.bench.bench for any artifact, a checkpoint included (PyTorch eager: the baseline);
+    `gflop`: the cost of one image where the metadata lacks it."""
     return runtime_bench.bench(path, batch=batch, iterations=iterations, warmup=warmup, provider=provider,
-                               opener=open_artifact)
+                               opener=open_artifact, gflop=gflop)

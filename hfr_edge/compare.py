@@ -25,24 +25,63 @@ def agreement(s32, m32, s8, m8) -> dict:
             "verdict_flips": float(np.mean((s8 >= THRESHOLD) != (s32 >= THRESHOLD)))}
 
 
-def _predict(path: str, x: np.ndarray):
+def int8_provider(target: str) -> str:
+    """Where the int8 graph of `target` is judged: the CPU graph on OpenVINO, its runtime, where it is
+    installed; otherwise (and the TensorRT graph, here) on ONNX Runtime's CPU provider."""
+    import importlib.util  # noqa: PLC0415
+
+    return "openvino" if target == "cpu" and importlib.util.find_spec("openvino") else "cpu"
+
+
+def _predict(path: str, x: np.ndarray, provider: str = "cpu"):
     from .artifacts import open_artifact
     from .runtime.detector import Detector
 
-    with open_artifact(path, provider="cpu") as runner:
+    with open_artifact(path, provider=provider) as runner:
         return Detector(runner).predict_batch(x)
 
 
-def compare_frames(fp32: str, int8: str, x: np.ndarray) -> dict:
-    """agreement() of two artifacts on pre-processed frames x float32 (N, 3, S, S)."""
+def compare_frames(fp32: str, int8: str, x: np.ndarray, provider8: str = "cpu") -> dict:
+    """agreement() of two artifacts on pre-processed frames x float32 (N, 3, S, S); the fp32 one on
+    ONNX Runtime's CPU provider (the reference), the int8 one on `provider8`."""
     m32, s32 = _predict(fp32, x)
-    m8, s8 = _predict(int8, x)
+    m8, s8 = _predict(int8, x, provider8)
     return agreement(s32, m32, s8, m8)
 
 
+def speed_vs_fp32(fp32: str, int8: str, size: int, rounds: int = 6, slot_s: float = 0.3) -> dict:
+    """Batch-1 latency of the int8 graph on OpenVINO against the fp32 graph on ONNX Runtime (the
+    default CPU path), timed in turns in one run, with every core and with one thread each; ONNX
+    Runtime without thread spinning, so neither steals CPU from the other between turns. On a CPU
+    shared with other work the one-thread ratio is the steadier one: how the scheduler shares
+    cores among multi-threaded processes moves the all-core figures by tens of percent."""
+    from .runtime.bench import interleaved
+    from .runtime.onnxrt import OrtRunner
+    from .runtime.openvino import OvRunner
+
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    runners = {"fp32": OrtRunner(fp32, provider="cpu", spinning=False), "int8": OvRunner(int8),
+               "fp32_1thread": OrtRunner(fp32, provider="cpu", spinning=False, threads=1),
+               "int8_1thread": OvRunner(int8, threads=1)}
+    try:
+        for r in runners.values():
+            r.activate()
+        lat = interleaved({k: (lambda r=r: r.infer({"image": x})) for k, r in runners.items()},
+                          rounds=rounds, slot_s=slot_s)
+    finally:
+        for r in runners.values():
+            r.close()
+    p50 = {k: float(np.median(v)) for k, v in lat.items()}
+    return {"batch": 1, "rounds": rounds, "slot_ms": slot_s * 1e3,
+            "backends": {"fp32": runners["fp32"].backend, "int8": runners["int8"].backend},
+            **{f"{k}_p50_ms": v for k, v in p50.items()},
+            "speedup": p50["fp32"] / p50["int8"], "speedup_1thread": p50["fp32_1thread"] / p50["int8_1thread"]}
+
+
 def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
-                       test: Optional[str] = None) -> dict:
-    """Image/pixel metrics of both artifacts on a labelled test set, their drops and their agreement."""
+                       test: Optional[str] = None, provider8: str = "cpu") -> dict:
+    """Image/pixel metrics of both artifacts on a labelled test set (fp32 on ONNX Runtime's CPU
+    provider, int8 on `provider8`), their drops and their agreement."""
     from .data import open_dataset
     from .evaluate import open_scorer, score_items
     from .metrics import summarize
@@ -52,8 +91,8 @@ def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", norma
         raise HfrError(f"--eval {data}: has no test images")
     out = {}
     runs = {}
-    for name, path in (("fp32", fp32), ("int8", int8)):
-        with open_scorer(path, "cpu") as (predict, size, _, _):
+    for name, path, provider in (("fp32", fp32, "cpu"), ("int8", int8, provider8)):
+        with open_scorer(path, provider) as (predict, size, _, _):
             r = score_items(predict, ds.test, size, with_masks=ds.has_masks)
         runs[name] = r
         m = summarize(r.labels, r.scores, r.defects, masks=r.masks, maps=r.maps if ds.has_masks else None)
@@ -63,6 +102,7 @@ def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", norma
         a, b = out["fp32"][k], out["int8"][k]
         out[f"{k}_drop"] = None if a is None or b is None else a - b
     out["data"] = str(data)
+    out["int8_provider"] = provider8
     return out
 
 
@@ -80,11 +120,19 @@ def print_comparison(rep: dict, log: Optional[TextIO] = None) -> None:
         h = rep["holdout"]
         console.say(f"held-out frames: {h['n_frames']}  spearman {f(h['spearman_score'])}  map rel. error "
                     f"{f(h['map_mean_rel_error'])}  verdict flips {100 * h['verdict_flips']:.1f}%", log)
+    if "speed" in rep:
+        sp = rep["speed"]
+        console.say(f"speed: int8 on {sp['backends']['int8']} {sp['speedup']:.2f}x the fp32 graph on "
+                    f"{sp['backends']['fp32']} (batch 1, p50 {sp['int8_p50_ms']:.1f} vs {sp['fp32_p50_ms']:.1f} ms); "
+                    f"{sp['speedup_1thread']:.2f}x on one thread each ({sp['int8_1thread_p50_ms']:.1f} vs "
+                    f"{sp['fp32_1thread_p50_ms']:.1f} ms); timed in turns", log)
     if "eval" in rep:
         e = rep["eval"]
         console.say(f"{'':<8}{'image AUROC':>12}{'pixel AUROC':>12}{'AUPRO':>8}", log)
         for k in ("fp32", "int8"):
             console.say(f"{k:<8}{f(e[k]['image_auroc']):>12}{f(e[k]['pixel_auroc']):>12}{f(e[k]['aupro']):>8}", log)
+        console.say(f"{'drop':<8}{f(e['image_auroc_drop']):>12}{f(e['pixel_auroc_drop']):>12}{f(e['aupro_drop']):>8}"
+                    f"   (int8 on {e.get('int8_provider', 'cpu')})", log)
         a = e["agreement"]
         console.say(f"spearman {f(a['spearman_score'])}  map rel. error {f(a['map_mean_rel_error'])}  "
                     f"verdict flips {100 * a['verdict_flips']:.1f}%", log)

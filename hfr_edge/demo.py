@@ -1,7 +1,8 @@
 """`hfr-edge demo`: the whole toolchain on a synthetic dataset, in one command.
 
-data -> train -> eval (+figures) -> export fp32/fp16 -> calibrate int8 -> eval each -> TensorRT
-engines (where usable) -> run over a test video -> bench -> OUT/report.html + OUT/summary.json.
+data -> train -> eval (+figures) -> export fp32/fp16 -> calibrate int8 (TensorRT's graph and the
+CPU's) -> eval each (ONNX Runtime; the CPU int8 graph on OpenVINO where installed) -> TensorRT engines
+(where usable) -> run over a test video -> bench -> OUT/report.html + OUT/summary.json.
 One line per stage on stderr with its time. Every file is written atomically; running it again
 into the same OUT replaces the previous run.
 """
@@ -199,6 +200,7 @@ def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None, log: Option
     from .runtime.run import run
     from .runtime.runner import tensorrt_usable
     from .synthetic import make_dataset
+    from .compare import int8_provider
     from .variants import calibrate_model, make_fp16
 
     cfg = cfg or (QUICK if quick else DemoConfig())
@@ -208,7 +210,7 @@ def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None, log: Option
     data, ckpt, figs = out / "data", out / "model.ckpt.pt", out / "figures"
     host = machine()  # before the demo loads the CPUs: its load average says whether others do
     trt_ok, trt_why = tensorrt_usable()
-    stage = _Stages(11 + trt_ok, log)
+    stage = _Stages(12 + trt_ok, log)
     rows: List[dict] = []
 
     with stage("synthetic data"):
@@ -227,10 +229,17 @@ def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None, log: Option
         make_fp16(graphs["fp32"], graphs["fp16"])  # what `export --precision fp16` does, without re-tracing
     with stage("calibrate int8"), _quiet():
         calibrate_model(graphs["fp32"], str(data / "train" / "good"), graphs["int8"])
-    with stage("eval onnx fp32, fp16, int8"), _quiet():
-        for prec in PRECISIONS:
-            r = evaluate(str(graphs[prec]), str(data))
-            rows.append({"name": f"onnx {prec}", "artifact": graphs[prec].name, "backend": r["backend"], **_metrics(r)})
+    cpu8, cpu8_provider = out / "model.int8cpu.onnx", int8_provider("cpu")
+    with stage("calibrate int8 cpu"), _quiet():  # its speed is the bench stage's, beside the others
+        calibrate_model(graphs["fp32"], str(data / "train" / "good"), cpu8, target="cpu", speed=False)
+    with stage("eval onnx fp32, fp16, int8, int8 cpu"), _quiet():
+        for prec in PRECISIONS:  # ONNX Runtime, whatever `auto` would pick: the reference path
+            r = evaluate(str(graphs[prec]), str(data), provider="cpu")
+            rows.append({"name": f"onnx {prec}", "artifact": graphs[prec].name, "backend": r["backend"],
+                         "provider": "cpu", **_metrics(r)})
+        r = evaluate(str(cpu8), str(data), provider=cpu8_provider)  # on its own runtime
+        rows.append({"name": "onnx int8 cpu", "artifact": cpu8.name, "backend": r["backend"],
+                     "provider": cpu8_provider, **_metrics(r)})
     engines: Dict[str, Path] = {}
     if trt_ok:
         with stage("tensorrt build + eval"):
@@ -252,7 +261,8 @@ def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None, log: Option
         for row in rows:
             if row.get("skipped"):
                 continue
-            b = bench(out / row["artifact"], batch=1, iterations=cfg.bench_iterations, warmup=cfg.bench_warmup)
+            b = bench(out / row["artifact"], batch=1, iterations=cfg.bench_iterations, warmup=cfg.bench_warmup,
+                      provider=row.get("provider", "auto"))
             row.update(p50_ms=round(b["p50_ms"], 3), throughput_fps=round(b["throughput_fps"], 2))
     summary = {"image_auroc": rows[0]["image_auroc"], "precisions": rows, "stages": stage.seconds,
                "run": {"frames": run_sum["frames"], "fps": run_sum["fps"], "anomalous": run_sum["anomalous"],
@@ -286,9 +296,10 @@ def render_html(s: dict, figures: Path) -> str:
     rows = []
     for r in s["precisions"]:
         if r.get("skipped"):
-            rows.append(f"<tr><td>{e(r['name'])}</td><td colspan=6>skipped: {e(r['reason'])}</td></tr>")
+            rows.append(f"<tr><td>{e(r['name'])}</td><td colspan=7>skipped: {e(r['reason'])}</td></tr>")
             continue
-        rows.append(f"<tr><td>{e(r['name'])}</td><td>{e(r['artifact'])}</td><td>{fmt_number(r['image_auroc'])}</td>"
+        rows.append(f"<tr><td>{e(r['name'])}</td><td>{e(r['artifact'])}</td><td>{e(r['backend'])}</td>"
+                    f"<td>{fmt_number(r['image_auroc'])}</td>"
                     f"<td>{fmt_number(r['pixel_auroc'])}</td><td>{fmt_number(r['aupro'])}</td>"
                     f"<td>{fmt_number(r.get('p50_ms'), '{:.2f}')}</td><td>{fmt_number(r.get('throughput_fps'), '{:.1f}')}</td></tr>")
     stages = "".join(f"<tr><td>{e(k)}</td><td>{v:.1f}</td></tr>" for k, v in s["stages"].items())
@@ -314,7 +325,7 @@ TensorRT: {e(s['tensorrt'])}.</p>
 images at {c['data_size']} px. Model: EfficientNet-Lite0 encoder, decoder {e(str(list(c['decoder_widths'])))},
 {c['image_size']} px input, {c['epochs']} epochs.</p>
 {busy}<h2>Precisions</h2>
-<table><tr><th>precision</th><th>artifact</th><th>image AUROC</th><th>pixel AUROC</th><th>AUPRO</th>
+<table><tr><th>precision</th><th>artifact</th><th>backend</th><th>image AUROC</th><th>pixel AUROC</th><th>AUPRO</th>
 <th>p50 latency (ms, batch 1)</th><th>throughput (img/s)</th></tr>
 {''.join(rows)}</table>
 <h2>Runtime over test.mp4</h2>

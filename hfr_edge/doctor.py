@@ -1,5 +1,6 @@
 """`hfr-edge doctor`: what this machine has for each stage (Python, Jetson/L4T, torch, ONNX Runtime,
-onnx, TensorRT, the CUDA binding in use (pycuda or cuda-python), GPU, OpenCV with or without GStreamer, cameras), as an aligned table and
+OpenVINO, onnx, TensorRT, the CUDA binding in use (pycuda or cuda-python), GPU, OpenCV with or without
+GStreamer, cameras), as an aligned table and
 optionally JSON. Each probe imports lazily and reports what it finds; doctor always exits 0.
 """
 
@@ -12,6 +13,8 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__
+from .runtime.openvino import openvino_info
+from .runtime.runner import auto_picks_openvino
 from .runtime.trtinfo import gpu_info, jetson_model, trt_version
 
 NOT_INSTALLED = "not installed"
@@ -47,6 +50,13 @@ def _onnxruntime() -> Dict[str, Any]:
     except ImportError:
         return {"version": None, "providers": []}
     return {"version": ort.__version__, "providers": list(ort.get_available_providers())}
+
+
+def _openvino() -> Dict[str, Any]:
+    info = openvino_info()
+    if info is None:
+        return {"version": None, "devices": []}
+    return {"version": info[0], "devices": info[1], "auto": auto_picks_openvino()}
 
 
 def _module_version(name: str, attr: str = "__version__") -> Optional[str]:
@@ -111,6 +121,7 @@ def collect() -> Dict[str, Any]:
         "l4t": _safe(_l4t),
         "torch": _safe(_torch),
         "onnxruntime": _safe(_onnxruntime),
+        "openvino": _safe(_openvino),
         "onnx": _safe(lambda: _module_version("onnx")),
         "tensorrt": _safe(trt_version),
         "pycuda": _safe(lambda: _module_version("pycuda", "VERSION_TEXT")),
@@ -140,6 +151,13 @@ def _ort_text(o: Dict[str, Any]) -> str:
     return f"{o['version']}: {', '.join(o['providers'])}"
 
 
+def _ov_text(o: Any) -> str:
+    if not isinstance(o, dict) or "error" in o or o.get("version") is None:
+        return _text(o.get("error") and o if isinstance(o, dict) else None)
+    auto = " (`--provider auto` runs int8 graphs on it here)" if o.get("auto") else ""
+    return f"{o['version']}: {', '.join(o['devices']) or 'no device'}{auto}"
+
+
 def _gpu_text(g: Any) -> str:
     if not (isinstance(g, dict) and "name" in g):
         return _text(g, "none found")
@@ -164,6 +182,7 @@ def rows(info: Dict[str, Any]) -> List[Tuple[str, str]]:
         ("l4t / jetpack", _text(info["l4t"], "-")),
         ("torch", _torch_text(info["torch"])),
         ("onnxruntime", _ort_text(info["onnxruntime"])),
+        ("openvino", _ov_text(info["openvino"])),
         ("onnx", _text(info["onnx"])),
         ("tensorrt", _text(info["tensorrt"])),
         ("pycuda", _text(info["pycuda"])),

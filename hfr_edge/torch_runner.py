@@ -20,8 +20,9 @@ def device_for(provider: str, name: str) -> str:
     """'cuda' for auto/cuda where PyTorch sees a GPU, else 'cpu'; HfrError for what cannot apply."""
     if provider not in PROVIDER_CHOICES:
         raise HfrError(f"--provider {provider!r} must be one of: {', '.join(PROVIDER_CHOICES)}")
-    if provider == "tensorrt":
-        raise HfrError(f"--provider tensorrt does not apply to a checkpoint; export and build {name} first")
+    if provider in ("tensorrt", "openvino"):
+        raise HfrError(f"--provider {provider} does not apply to a checkpoint; export {name} first "
+                       f"(`hfr-edge export`) and give the .onnx graph")
     if provider == "cuda" and not torch.cuda.is_available():
         raise HfrError("--provider cuda: this PyTorch sees no CUDA device; use --provider cpu")
     return "cuda" if provider in ("auto", "cuda") and torch.cuda.is_available() else "cpu"

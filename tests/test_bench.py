@@ -32,7 +32,7 @@ def check_report(rep, batch, iterations):
 
 
 def test_bench_function_on_toy_onnx(toy_onnx):
-    rep = bench(toy_onnx, batch=2, iterations=15, warmup=2)
+    rep = bench(toy_onnx, batch=2, iterations=15, warmup=2, provider="cpu")
     check_report(rep, 2, 15)
     assert rep["backend"].startswith("onnxruntime/") and rep["precision"] == "fp32" and rep["image_size"] == 64
     assert rep["artifact"] == str(toy_onnx) and rep["warmup"] == 2
@@ -54,7 +54,7 @@ def test_bench_rejects_bad_counts(toy_onnx, kw, match):
 
 def test_bench_cli_writes_json(toy_onnx, tmp_path):
     out = tmp_path / "bench.json"
-    res = cli(toy_onnx, "--batch", 3, "--iterations", 10, "--warmup", 1, "--json", out)
+    res = cli(toy_onnx, "--batch", 3, "--iterations", 10, "--warmup", 1, "--json", out, "--provider", "cpu")
     assert res.returncode == 0, res.stderr
     rep = json.loads(out.read_text())
     check_report(rep, 3, 10)

@@ -265,6 +265,19 @@ def test_a_per_channel_deconv_int8_graph_is_refused(tmp_path, fake_trt, tiny_gra
     assert not rec.parsed and not (tmp_path / "out.engine").exists()
 
 
+def test_cpu_int8_graph_is_refused(tmp_path, fake_trt):
+    pytest.importorskip("onnx")
+    from toy import make_toy_onnx
+
+    path = make_toy_onnx(tmp_path / "model.int8cpu.onnx", size=64, precision="int8")
+    side = path.with_name(path.name + ".json")
+    side.write_text(side.read_text().replace('"toy": true', '"toy": true, "calibration": {"target": "cpu"}'))
+    fake_trt("10.3.0")
+    with pytest.raises(HfrError, match=r"model.int8cpu.onnx: is the CPU int8 graph .*--target tensorrt"):
+        build_engine(path, tmp_path / "model.engine", make_plan("10.3.0", None, "int8"))
+    assert not (tmp_path / "model.engine").exists()
+
+
 def test_parser_error_names_the_node_and_writes_nothing(tmp_path, fake_trt, toy_onnx):
     rec = fake_trt("10.3.0")
     err = types.SimpleNamespace(node=lambda: 3, node_name=lambda: "/decoder/Conv_7", node_operator=lambda: "Conv",

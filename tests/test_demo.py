@@ -1,5 +1,6 @@
 """`hfr-edge demo --quick` end to end in a subprocess, and its output-folder rules."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,7 +14,8 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 REPO = Path(__file__).resolve().parents[1]
-PRECISIONS = ["pytorch fp32", "onnx fp32", "onnx fp16", "onnx int8", "tensorrt fp32", "tensorrt fp16", "tensorrt int8"]
+PRECISIONS = ["pytorch fp32", "onnx fp32", "onnx fp16", "onnx int8", "onnx int8 cpu", "tensorrt fp32", "tensorrt fp16",
+              "tensorrt int8"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,12 @@ def test_quick_demo_summary(quick_run):
     ops8 = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops8
     assert json.loads((out / "model.fp16.onnx.json").read_text())["precision"] == "fp16"
-    assert set(s["stages"]) >= {"train", "export fp32", "calibrate int8", "bench", "report"}
+    cpu8 = json.loads((out / "model.int8cpu.onnx.json").read_text())
+    assert cpu8["precision"] == "int8" and cpu8["calibration"]["target"] == "cpu"
+    row = next(p for p in s["precisions"] if p["name"] == "onnx int8 cpu")
+    assert row["backend"].startswith("openvino" if importlib.util.find_spec("openvino") else "onnxruntime")
+    assert all(p["backend"].startswith("onnxruntime") for p in s["precisions"] if p["name"] in PRECISIONS[1:4])
+    assert set(s["stages"]) >= {"train", "export fp32", "calibrate int8", "calibrate int8 cpu", "bench", "report"}
     assert all(v >= 0 for v in s["stages"].values())
     assert s["total_seconds"] >= max(s["stages"].values())
     # the run went through every frame of the test video: 4 good + 4 defects x 2

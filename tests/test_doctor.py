@@ -10,7 +10,7 @@ import pytest
 from hfr_edge import doctor
 from hfr_edge.runtime import trtinfo
 
-KEYS = {"hfr_edge", "python", "python_executable", "platform", "jetson", "l4t", "torch", "onnxruntime", "onnx",
+KEYS = {"hfr_edge", "python", "python_executable", "platform", "jetson", "l4t", "torch", "onnxruntime", "openvino", "onnx",
         "tensorrt", "pycuda", "cuda_binding", "gpu", "opencv", "cameras"}
 
 
@@ -67,6 +67,9 @@ def test_rows_survive_broken_probes():
     table = dict(doctor.rows(info))
     assert table["torch"] == "error: OSError: libcudart.so missing"
     assert table["onnxruntime"] == "not installed" and table["gpu"] == "none found" and table["cameras"] == "none"
+    assert table["openvino"] == "not installed"
+    info["openvino"] = {"error": "RuntimeError: no plugins"}
+    assert dict(doctor.rows(info))["openvino"] == "error: RuntimeError: no plugins"
 
 
 @pytest.mark.parametrize("in_use,version,text", [

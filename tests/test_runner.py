@@ -28,7 +28,7 @@ def rand_input(n, s=64, seed=0):
 
 def test_infer_shapes_dtypes_and_values(toy_onnx):
     x = rand_input(3)
-    with open_runner(toy_onnx) as r:
+    with open_runner(toy_onnx, provider="cpu") as r:
         assert r.backend.startswith("onnxruntime/")
         assert r.max_batch is None and r.meta.image_size == 64 and r.meta.precision == "fp32"
         out = r.infer({"image": x})
@@ -216,8 +216,25 @@ def test_default_artifact_uses_the_current_folder(tmp_path, monkeypatch):
 def test_runtime_imports_neither_torch_nor_onnx():
     code = ("import sys\n"
             "import hfr_edge.runtime, hfr_edge.runtime.runner, hfr_edge.runtime.detector, hfr_edge.runtime.onnxrt, "
-            "hfr_edge.runtime.bench, hfr_edge.runtime.tensorrt, hfr_edge.runtime.cuda\n"
-            "print(sorted(m for m in ('torch', 'onnx', 'tensorrt', 'pycuda', 'cuda.bindings') if m in sys.modules))\n")
+            "hfr_edge.runtime.bench, hfr_edge.runtime.tensorrt, hfr_edge.runtime.cuda, hfr_edge.runtime.openvino\n"
+            "print(sorted(m for m in ('torch', 'onnx', 'tensorrt', 'pycuda', 'cuda.bindings', 'openvino') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_physical_cores_from_cpuinfo(tmp_path, toy_onnx):
+    """ONNX Runtime gets its thread count set explicitly (left at 0 it also pins threads to cores)."""
+    import os
+
+    from hfr_edge.runtime.onnxrt import physical_cores
+
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ht = tmp_path / "ht"  # one core, two hyper-threads
+    ht.write_text("processor\t: 0\nphysical id\t: 0\ncore id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 0\n")
+    assert physical_cores(str(ht)) == 1
+    arm = tmp_path / "arm"  # no core ids (ARM, a Jetson): the logical count
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 62.50\n")
+    assert physical_cores(str(arm)) == logical and physical_cores(str(tmp_path / "missing")) == logical
+    with open_runner(toy_onnx, provider="cpu") as r:
+        assert r._sess.get_session_options().intra_op_num_threads == physical_cores()

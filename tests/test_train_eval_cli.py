@@ -43,7 +43,7 @@ def test_eval_checkpoint_and_onnx_agree(cli_ckpt, syn_data, tmp_path):
     assert 0 <= a["image_auroc"] <= 1 and 0 <= a["pixel_auroc"] <= 1
     assert (tmp_path / "figs" / "roc.png").is_file() and list((tmp_path / "figs").glob("worst_*.png"))
     assert hfr("export", cli_ckpt, "-o", tmp_path / "m.onnx").returncode == 0
-    r = hfr("eval", tmp_path / "m.onnx", syn_data, "--report", rep_onnx)
+    r = hfr("eval", tmp_path / "m.onnx", syn_data, "--report", rep_onnx, "--provider", "cpu")
     assert r.returncode == 0, r.stderr
     b = json.loads(rep_onnx.read_text())
     assert b["backend"].startswith("onnxruntime")

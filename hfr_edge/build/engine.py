@@ -120,6 +120,11 @@ def build_engine(onnx_path, out_path, plan: BuildPlan, batch: Sequence[int] = (1
     trt = import_tensorrt()
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     src = load_meta(onnx_path)
+    calib = src.extra.get("calibration")
+    if isinstance(calib, dict) and calib.get("target") == "cpu":  # uint8 activations: TensorRT takes int8 only
+        raise HfrError(f"{onnx_path}: is the CPU int8 graph (`calibrate --target cpu`, for OpenVINO); TensorRT "
+                       f"builds the graph of `hfr-edge calibrate` with the default --target tensorrt, or "
+                       f"`hfr-edge build --int8` from the fp32 graph")
     check_graph(trt, onnx_path, plan.precision)
     bmin, bopt, bmax = (int(b) for b in batch)
     logger = trt.Logger(trt.Logger.WARNING)

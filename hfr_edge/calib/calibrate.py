@@ -1,5 +1,5 @@
-"""Calibration frames -> the explicit INT8 (Q/DQ) graph of an fp32 hfr-edge graph, checked against
-TensorRT's rules and written atomically with its metadata. What int8 costs is measured elsewhere
+"""Calibration frames -> the explicit INT8 (Q/DQ) graph of an fp32 hfr-edge graph, for TensorRT or a
+CPU (OpenVINO), checked against its target's rules and written atomically with its metadata. What int8 costs is measured elsewhere
 (hfr_edge/compare.py): this package never evaluates."""
 
 from __future__ import annotations
@@ -18,23 +18,27 @@ from ..base.errors import HfrError
 from ..base.fsio import atomic_path
 from ..base.images import preprocess
 from ..export.graph import graph_meta, load_onnx, set_graph_meta
-from .defaults import DEFAULT_METHOD, int8_name
+from .defaults import DEFAULT_METHOD, DEFAULT_TARGET, TARGETS, int8_name
 from .qdq import METHODS, qdq_problems, quantize
 
+RULES = {"tensorrt": "TensorRT's", "cpu": "the CPU target's"}
 HOLDOUT_SHARE = 0.2  # of the calibration frames, kept out of calibration to compare fp32 and int8 on
 
 
-def check_source(onnx_path, out_path=None, method: str = DEFAULT_METHOD) -> Tuple[Path, Path, ArtifactMeta]:
+def check_source(onnx_path, out_path=None, method: str = DEFAULT_METHOD,
+                 target: str = DEFAULT_TARGET) -> Tuple[Path, Path, ArtifactMeta]:
     """(fp32 graph, int8 path to write, its metadata), or HfrError before any frame is read."""
     if method not in METHODS:
         raise HfrError(f"--method {method!r} must be one of {', '.join(METHODS)}")
+    if target not in TARGETS:
+        raise HfrError(f"--target {target!r} must be one of {', '.join(TARGETS)}")
     src = Path(onnx_path)
     meta = graph_meta(load_onnx(src), str(src))
     if sidecar(src).is_file():
         load_meta(src)  # a corrupt JSON beside the graph is an error here as in every other command
     if meta.precision != "fp32":
         raise HfrError(f"{src}: is a {meta.precision} graph; calibrate the fp32 graph from `hfr-edge export`")
-    out = Path(out_path) if out_path else int8_name(src)
+    out = Path(out_path) if out_path else int8_name(src, target)
     if out.resolve() == src.resolve():
         raise HfrError(f"-o {out}: would overwrite the fp32 graph; choose another name")
     return src, out, meta
@@ -50,26 +54,29 @@ def holdout_split(n: int, keep_out: bool = True) -> Tuple[List[int], List[int]]:
 
 
 def calibrate(onnx_path, frames: Sequence[np.ndarray], out_path=None, method: str = DEFAULT_METHOD,
-              source: str = "", log: Optional[TextIO] = None) -> Path:
-    """Write the int8 graph of `onnx_path` calibrated on `frames` (RGB, any size) and its JSON; returns its path."""
-    src, out, meta = check_source(onnx_path, out_path, method)
+              source: str = "", log: Optional[TextIO] = None, target: str = DEFAULT_TARGET) -> Path:
+    """Write the int8 graph of `onnx_path` for `target` calibrated on `frames` (RGB, any size) and its
+    JSON; returns its path."""
+    src, out, meta = check_source(onnx_path, out_path, method, target)
     t0 = time.time()
     x = preprocess(list(frames), meta.image_size)
-    console.say(f"calibrating {src} on {len(x)} frames from {source} ({method})", log)
+    console.say(f"calibrating {src} on {len(x)} frames from {source} ({method}, for {target})", log)
     try:
         with tempfile.TemporaryDirectory(prefix="hfr-calib-") as td:
             tmp_q = os.path.join(td, "q.onnx")
-            quantize(str(src), x, tmp_q, method)
+            quantize(str(src), x, tmp_q, method, target)
             q = load_onnx(tmp_q)
     except OSError as exc:  # a full disk or a file size limit while quantizing, in the temporary folder
         raise HfrError(f"calibration could not write its temporary graphs in {tempfile.gettempdir()} "
                        f"({exc.strerror or exc}); free space there or set TMPDIR to a folder with room", 1) from None
-    problems = qdq_problems(q)
+    problems = qdq_problems(q, target)
     if problems:
-        raise HfrError(f"the Q/DQ graph breaks TensorRT's rules: {problems[0]} (+{len(problems) - 1} more); report this bug", 1)
+        raise HfrError(f"the Q/DQ graph breaks {RULES[target]} rules: {problems[0]} (+{len(problems) - 1} more); "
+                       f"report this bug", 1)
     meta8 = ArtifactMeta(kind="onnx", precision="int8", image_size=meta.image_size, model=meta.model, norm=meta.norm,
                          extra={**meta.extra, "calibration": {"method": method, "frames": len(x), "source": source,
-                                                              "symmetric": True, "per_channel": True}})
+                                                              "target": target, "symmetric": target == "tensorrt",
+                                                              "per_channel": True}})
     set_graph_meta(q, meta8)
     with atomic_path(out) as tmp:
         tmp.write_bytes(q.SerializeToString(deterministic=True))

@@ -9,8 +9,16 @@ from pathlib import Path
 DEFAULT_METHOD = "minmax"
 
 
-def int8_name(model) -> Path:
-    """model.onnx -> model.int8.onnx, beside it: where calibrate writes and build looks."""
+# What the int8 graph is for: TensorRT (symmetric int8 everywhere, its Q/DQ rules; what `build` takes)
+# or a CPU through OpenVINO (unsigned asymmetric activations, which its int8 kernels need; see qdq.py).
+TARGETS = ("tensorrt", "cpu")
+DEFAULT_TARGET = "tensorrt"
+INT8_SUFFIX = {"tensorrt": ".int8.onnx", "cpu": ".int8cpu.onnx"}
+
+
+def int8_name(model, target: str = DEFAULT_TARGET) -> Path:
+    """model.onnx -> model.int8.onnx (TensorRT: where calibrate writes and build looks) or
+    model.int8cpu.onnx (--target cpu), beside it."""
     p = Path(model)
     stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
-    return p.with_name(f"{stem}.int8.onnx")
+    return p.with_name(stem + INT8_SUFFIX[target])

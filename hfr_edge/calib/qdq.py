@@ -1,14 +1,20 @@
-"""fp32 graph -> explicit INT8 (Q/DQ) graph that TensorRT 8.5 to 11 builds as written.
+"""fp32 graph -> explicit INT8 (Q/DQ) graph, for TensorRT 8.5 to 11 (the default) or for a CPU
+through OpenVINO (`--target cpu`).
 
-ONNX Runtime static quantization in QDQ format with TensorRT's rules: symmetric int8 (zero point
-0) activations and weights; Conv / Gemm / MatMul weights per output channel, ConvTranspose weights
-per tensor (TensorRT does not support per-output-channel deconvolution weights: NVIDIA/TensorRT
-issues 1694 and 2380; ONNX Runtime >= 1.18 writes them per channel on axis 1, 1.17 on axis 0);
-Conv / ConvTranspose / Gemm / MatMul quantized on their inputs, as TensorRT's own toolkits do; both
-inputs of the encoder's residual Adds quantized (NVIDIA's Q/DQ placement for residual blocks, so
-the Add fuses into an int8 kernel instead of running in float between int8 layers); bias left in
-float; the fusion tail and the outputs excluded, no Q/DQ in front of Resize. ORT's pre-processing
-pass (shape inference, optimisation) runs first.
+ONNX Runtime static quantization in QDQ format. Both targets: symmetric int8 weights (per channel),
+only Conv / ConvTranspose / Gemm / MatMul quantized (on their inputs, as TensorRT's own toolkits
+do), bias left in float, the fusion tail and the outputs excluded, no Q/DQ in front of Resize. ORT's
+pre-processing pass (shape inference, optimisation) runs first.
+- tensorrt: symmetric int8 activations (zero point 0), TensorRT's rule; ConvTranspose weights per
+  tensor (TensorRT has no per-output-channel deconvolution weights: NVIDIA/TensorRT issues 1694,
+  2380; ONNX Runtime >= 1.18 writes them per channel on axis 1); both inputs of the encoder's
+  residual Adds quantized (NVIDIA's placement for residual blocks, so the Add fuses into an int8
+  kernel instead of running in float between int8 layers).
+- cpu: unsigned asymmetric (uint8) activations. OpenVINO's CPU plugin (oneDNN) runs
+  ConvTranspose in int8 only with uint8 activations: with int8 ones 2 of the 3 decoder
+  up-convolutions fell back to fp32 (its per-layer profile; the Q/DQ graph then ran 1.3x slower).
+  Q/DQ on the residual Adds too (NNCF's placement) changed neither speed nor accuracy here: the
+  plugin fuses those Adds into the int8 convolution before them, so they are left out.
 """
 
 from __future__ import annotations
@@ -75,7 +81,13 @@ def _quiet(logger: logging.Logger):
         logger.propagate = propagate
 
 
-def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str) -> None:
+TARGET_OPTIONS = {  # target -> (activation type, symmetric activations)
+    "tensorrt": ("QInt8", True),
+    "cpu": ("QUInt8", False),
+}
+
+
+def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str, target: str = "tensorrt") -> None:
     """Write the Q/DQ graph of `fp32_model_path` calibrated on x to out_path (not atomic: a temp)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -94,16 +106,21 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str) ->
             console.warn("ONNX Runtime's graph optimisation before calibration failed; calibrating the "
                          "graph as exported")
         model = onnx.load(pre)
-        exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)
-                   or (n.op_type == RESIDUAL_OP and not _is_residual_add(n, model.graph))]
-        ops = QUANT_OPS + [RESIDUAL_OP]
-        extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+        if target == "tensorrt":
+            exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)
+                       or (n.op_type == RESIDUAL_OP and not _is_residual_add(n, model.graph))]
+            ops = QUANT_OPS + [RESIDUAL_OP]
+        else:
+            exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)]
+            ops = list(QUANT_OPS)
+        act_type, symmetric = TARGET_OPTIONS[target]
+        extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False,
                  "OpTypesToExcludeOutputQuantization": ops, "CalibPercentile": PERCENTILE,
-                 "CalibTensorRangeSymmetric": True}
+                 "CalibTensorRangeSymmetric": symmetric}
         q_path = os.path.join(td, "q.onnx")
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram calibrators print progress
             quantize_static(pre, q_path, _Reader(x), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            activation_type=getattr(QuantType, act_type), weight_type=QuantType.QInt8, per_channel=True,
                             op_types_to_quantize=ops, nodes_to_exclude=exclude, calibrate_method=calib,
                             extra_options=extra)
         q = onnx.load(q_path)
@@ -178,8 +195,10 @@ def _drop_dangling(model) -> None:
             model.graph.node.remove(n)
 
 
-def qdq_problems(model) -> List[str]:
-    """Everything in a Q/DQ graph that breaks TensorRT's rules (empty list = fine)."""
+def qdq_problems(model, target: str = "tensorrt") -> List[str]:
+    """Everything in a Q/DQ graph that breaks the target's rules (empty list = fine): for both,
+    Q/DQ only in front of the quantized ops, never on outputs, Resize or the fusion tail; for
+    TensorRT also zero points of 0 (symmetric int8)."""
     from onnx import numpy_helper
 
     g = model.graph
@@ -206,7 +225,7 @@ def qdq_problems(model) -> List[str]:
     if not qdq:
         problems.append("no Q/DQ node at all")
     for n in qdq:
-        if len(n.input) > 2 and n.input[2]:
+        if target == "tensorrt" and len(n.input) > 2 and n.input[2]:
             arr = const(n.input[2])
             if arr is None or np.any(arr != 0):
                 problems.append(f"{n.name}: zero point is not 0")

@@ -13,6 +13,17 @@ from ..base.errors import HfrError
 from .options import JSON_HELP, PROVIDER_HELP, alias, write_json
 
 
+def _older_graph_gflop(path: Path) -> Optional[float]:
+    """The cost of one image of a graph exported before export counted it, where onnx is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        return None
+    from ..export.flops import graph_gflop
+
+    return graph_gflop(path)
+
+
 def bench_command(
     model: Annotated[Optional[str], typer.Argument(metavar="MODEL", help="model.onnx, model.engine or ckpt.pt; default: "
                                                                          "model.engine if TensorRT works here, else model.onnx")] = None,
@@ -43,7 +54,7 @@ def bench_command(
         report(console.show(reason))
     else:
         path = Path(model)
-    rep = bench(path, batch=batch, iterations=iters, warmup=warmup, provider=provider)
+    rep = bench(path, batch=batch, iterations=iters, warmup=warmup, provider=provider, gflop=_older_graph_gflop(path))
     report(format_report(rep))
     if json_out:
         write_json(json_out, rep, to_stdout=True)

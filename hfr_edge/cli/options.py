@@ -16,7 +16,9 @@ T = TypeVar("T")
 FORMAT_HELP = "Dataset format: auto | mvtec | folder | mnist | fashion-mnist | cifar10"
 NORMAL_CLASS_HELP = "One-class formats (mnist, fashion-mnist, cifar10): the normal class, an index or a name"
 TEST_HELP = "Folder format: the test folder, with good/ and one subfolder per defect type"
-PROVIDER_HELP = "ONNX Runtime provider for a graph, PyTorch device for a checkpoint: auto | tensorrt | cuda | cpu"
+PROVIDER_HELP = ("ONNX Runtime provider (or OpenVINO) for a graph, PyTorch device for a checkpoint: "
+                 "auto | tensorrt | cuda | cpu | openvino (auto: an int8 graph on OpenVINO where it is installed and "
+                 "there is no GPU)")
 JSON_HELP = "Also write the results as JSON to this file ('-': to stdout)"
 FRAMES_HELP = "Calibration frames to use at most, sampled evenly"
 IMAGES_HELP = "Calibration frames: a folder (recursive), a video file or a glob"

@@ -21,7 +21,7 @@ from ..base.artifact import ArtifactMeta, load_meta
 from ..base.contract import INPUT_NAME, MAP_NAME, OUTPUT_NAMES, SCORE_NAME
 from ..base.errors import HfrError
 
-PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu", "openvino")
 ENGINE_SUFFIXES = (".engine", ".plan")
 
 
@@ -96,6 +96,20 @@ class Runner:
             raise HfrError(f"input '{self.input_name}': array is not C-contiguous; pass np.ascontiguousarray(x)")
         return x
 
+    def _check_graph_io(self, inputs, input_shape, outputs) -> None:
+        """A graph's I/O against the contract and the metadata, for every backend that reads .onnx:
+        input names, output names, the input's shape (a dim that is not an int > 0 is dynamic)."""
+        s = self.meta.image_size
+        if list(inputs) != [self.input_name] or not set(self.output_names) <= set(outputs):
+            raise HfrError(f"{self.path}: graph I/O {list(inputs)} -> {sorted(outputs)} is not the hfr-edge "
+                           f"contract (image -> anomaly_map, score); re-export it with `hfr-edge export`")
+        shape = list(input_shape)
+        if len(shape) != 4 or shape[1:] != [3, s, s]:
+            raise HfrError(f"{self.path}: input 'image' has shape {shape}, but its metadata says "
+                           f"(N, 3, {s}, {s}); re-export it")
+        if isinstance(shape[0], int) and shape[0] > 0:
+            self.max_batch = shape[0]
+
     def _check_outputs(self, out: Dict[str, np.ndarray], n: int) -> Dict[str, np.ndarray]:
         s = self.meta.image_size
         want = {MAP_NAME: (n, 1, s, s), SCORE_NAME: (n,)}
@@ -120,8 +134,10 @@ class Runner:
 
 
 def open_runner(path, provider: str = "auto", device: int = 0) -> Runner:
-    """.onnx -> OrtRunner (provider auto|tensorrt|cuda|cpu); .engine/.plan -> TrtRunner; an http:// or
-    grpc:// URL -> RemoteRunner (the model on a Triton server). Returned active."""
+    """.onnx -> OrtRunner (provider tensorrt|cuda|cpu) or OvRunner (openvino); .engine/.plan -> TrtRunner.
+    "auto" for a graph: ONNX Runtime, except an int8 graph on a machine where ONNX Runtime has no
+    GPU provider and OpenVINO is installed (see auto_picks_openvino). An http:// or grpc://
+    URL -> RemoteRunner (the model on a Triton server). Returned active."""
     from .remote import is_server_url, open_remote  # noqa: PLC0415 - tritonclient itself loads on use
 
     if is_server_url(path):
@@ -133,9 +149,15 @@ def open_runner(path, provider: str = "auto", device: int = 0) -> Runner:
         raise HfrError(f"{p}: {'is a folder, not a model' if p.is_dir() else 'file not found'}")
     suffix = p.suffix.lower()
     if suffix == ".onnx":
-        from .onnxrt import OrtRunner  # noqa: PLC0415
+        meta = load_meta(p)
+        if provider == "openvino" or (provider == "auto" and auto_picks_openvino(meta.precision)):
+            from .openvino import OvRunner  # noqa: PLC0415
 
-        runner: Runner = OrtRunner(p, provider=provider, device=device)
+            runner: Runner = OvRunner(p, meta=meta)
+        else:
+            from .onnxrt import OrtRunner  # noqa: PLC0415
+
+            runner = OrtRunner(p, provider=provider, device=device, meta=meta)
     elif suffix in ENGINE_SUFFIXES:
         if provider not in ("auto", "tensorrt"):
             raise HfrError(f"--provider {provider} applies to .onnx graphs; {p.name} is a TensorRT engine "
@@ -147,6 +169,22 @@ def open_runner(path, provider: str = "auto", device: int = 0) -> Runner:
         raise HfrError(f"{p}: unknown artifact type {suffix or '(no suffix)'!r}; give a .onnx graph or a "
                        f".engine/.plan TensorRT engine")
     return runner.activate()
+
+
+def auto_picks_openvino(precision: str = "int8") -> bool:
+    """True when `auto` runs a graph of `precision` on OpenVINO: an int8 graph, OpenVINO installed,
+    and no GPU provider in ONNX Runtime. Measured on a 2-core CPU (benchmarks/speed.py): OpenVINO
+    runs a Q/DQ graph in int8 kernels, about 2x ONNX Runtime's fp32 graph on one thread, while
+    ONNX Runtime's own int8 kernels are slower than its fp32 ones; an fp32 graph runs no faster on
+    OpenVINO in float32 (and slower on a busy CPU), so fp32 and fp16 graphs stay on ONNX Runtime."""
+    import importlib.util  # noqa: PLC0415
+
+    if precision != "int8" or importlib.util.find_spec("openvino") is None:
+        return False
+    from .onnxrt import PROVIDERS, ort_module  # noqa: PLC0415
+
+    gpu = {PROVIDERS["tensorrt"], PROVIDERS["cuda"]}
+    return not gpu & set(ort_module().get_available_providers())
 
 
 def tensorrt_usable() -> Tuple[bool, str]:
