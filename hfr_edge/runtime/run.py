@@ -23,6 +23,7 @@ from ..base import console
 from ..base.contract import THRESHOLD
 from ..base.errors import HfrError
 from .detector import Detector
+from .outputs import Outputs, check_outputs, remove_if_empty
 from .runner import Runner, default_artifact, open_runner
 from .sinks import AnomalySaver, Display, JsonlSink, Stats, VideoSink, annotate, write_summary
 from .sources import open_source
@@ -53,17 +54,13 @@ def _stop_on_signals(flag: _StopFlag, src):
             signal.signal(s, h)
 
 
-def _check_args(threshold, max_frames, stats_every, summary) -> None:
+def _check_args(threshold, max_frames, stats_every) -> None:
     if threshold is not None and not math.isfinite(threshold):
         raise HfrError(f"--threshold {threshold} must be a finite number (0.5 is the artifact's own threshold)")
     if max_frames is not None and max_frames < 1:
         raise HfrError(f"--max-frames {max_frames} must be at least 1")
     if not stats_every > 0:
         raise HfrError(f"--stats-every {stats_every} must be a positive number of seconds")
-    if summary is not None:
-        parent = Path(summary).parent
-        if not parent.is_dir():
-            raise HfrError(f"--summary {summary}: folder {parent} does not exist; create it or choose another path")
 
 
 def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optional[str] = None, *,
@@ -76,7 +73,22 @@ def run(model: Optional[str] = None, camera: Optional[str] = None, source: Optio
 
     Messages go to `log` (a text file; None: the console). `opener(path, provider=...)` opens the
     model (the CLI passes the opener that also takes a checkpoint)."""
-    _check_args(threshold, max_frames, stats_every, summary)
+    _check_args(threshold, max_frames, stats_every)
+    outs = check_outputs(1, save=save, jsonl=jsonl, summary=summary, save_anomalies=save_anomalies,
+                         inputs=[source] if source else [])
+    try:
+        return _run(model, camera, source, outs, headless=headless, threshold=threshold, provider=provider,
+                    max_frames=max_frames, stats_every=stats_every, width=width, height=height, fps=fps,
+                    stall_timeout=stall_timeout, log=log, opener=opener)
+    except BaseException:
+        remove_if_empty(outs.created)  # a failed run leaves no empty folder of its own behind
+        raise
+
+
+def _run(model, camera, source, outs: Outputs, *, headless, threshold, provider, max_frames, stats_every, width,
+         height, fps, stall_timeout, log, opener) -> dict:
+    save, jsonl, summary = outs.videos[0], outs.jsonl, outs.summary
+    save_anomalies = outs.anomaly_dirs[0]
     if model is None:
         path, why = default_artifact()
         console.say(f"hfr-edge: {why}", log)

@@ -96,6 +96,7 @@ class VideoSink:
             self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 self._writer = None
+                self._drop_tmp()  # OpenCV may have created it before failing
                 raise HfrError(f"--save {self.path}: OpenCV cannot write an mp4v video here ({w}x{h}); "
                                f"check the folder is writable, or try a .avi name")
             self._size = (w, h)
@@ -110,10 +111,7 @@ class VideoSink:
         self._writer.release()
         self._writer = None
         if not self._readable():  # OpenCV's writer fails silently (disk full): never rename a broken video
-            try:
-                os.unlink(self._tmp)
-            except OSError:
-                pass
+            self._drop_tmp()
             raise HfrError(f"--save {self.path}: the video could not be written completely (disk full or file "
                            f"size limit?); free space or choose another path", exit_code=1)
         try:
@@ -122,6 +120,11 @@ class VideoSink:
             raise HfrError(f"--save {self.path}: cannot move the finished video into place ({exc.strerror}); "
                            f"it is at {self._tmp}") from None
 
+    def _drop_tmp(self) -> None:
+        try:
+            os.unlink(self._tmp)
+        except OSError:
+            pass
 
     def _readable(self) -> bool:
         cap = cv2_module().VideoCapture(str(self._tmp))
@@ -183,7 +186,7 @@ class AnomalySaver:
     def __init__(self, folder):
         self.folder = Path(folder)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)  # run checked it already (runtime/outputs.py)
         except OSError as exc:
             raise HfrError(f"--save-anomalies {self.folder}: cannot create the folder ({exc.strerror})") from None
         self.saved = 0
