@@ -40,11 +40,14 @@ def compare_frames(fp32: str, int8: str, x: np.ndarray) -> dict:
     return agreement(s32, m32, s8, m8)
 
 
-def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None) -> dict:
-    """Image/pixel metrics of both artifacts on a labelled test set, their drops and their agreement."""
+def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
+                       roi: Optional[str] = None) -> dict:
+    """Image/pixel metrics of both artifacts on a labelled test set (each through its view, `roi`
+    replacing their ROI), their drops and their agreement."""
     from .data import open_dataset
-    from .evaluate import open_scorer, score_items
+    from .evaluate import open_view_scorer
     from .metrics import summarize
+    from .viewdata import score_view_items
 
     ds = open_dataset(data, fmt, normal_class=normal_class)
     if not ds.test:
@@ -52,8 +55,8 @@ def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", norma
     out = {}
     runs = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
-        with open_scorer(path, "cpu") as (predict, size, _, _):
-            r = score_items(predict, ds.test, size, with_masks=ds.has_masks)
+        with open_view_scorer(path, "cpu", roi) as (predict, size, _, _, view):
+            r = score_view_items(predict, ds.test, view, size, with_masks=ds.has_masks)
         runs[name] = r
         m = summarize(r.labels, r.scores, r.defects, masks=r.masks, maps=r.maps if ds.has_masks else None)
         out[name] = {k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}

@@ -45,6 +45,19 @@ def open_scorer(artifact: str, provider: str = "auto") -> Iterator[Tuple[Callabl
         yield det.predict_batch, det.size, runner.backend, runner.meta.precision
 
 
+@contextlib.contextmanager
+def open_view_scorer(artifact: str, provider: str = "auto", roi: Optional[str] = None):
+    """open_scorer, plus the artifact's view (its ROI replaced by `roi` where given)."""
+    from .artifacts import open_artifact
+    from .base.view import view_for
+    from .runtime.detector import Detector
+
+    with open_artifact(artifact, provider=provider) as runner:
+        det = Detector(runner)
+        view = view_for(runner.meta.extra.get("view"), roi, str(artifact))
+        yield det.predict_batch, det.size, runner.backend, runner.meta.precision, view
+
+
 def score_items(predict, items, size: int, with_masks: bool, keep_maps: bool = True, warn=None) -> Scores:
     from .data import load_items
 
@@ -73,29 +86,36 @@ def score_items(predict, items, size: int, with_masks: bool, keep_maps: bool = T
 
 
 def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
-             test: Optional[str] = None, provider: str = "auto", figures: Optional[str] = None) -> dict:
+             test: Optional[str] = None, provider: str = "auto", figures: Optional[str] = None,
+             roi: Optional[str] = None, map_hw: Optional[Tuple[int, int]] = None) -> dict:
+    """`roi`: crop the test images there instead of the artifact's own ROI; `map_hw`: judge pixel
+    metrics at this (rows, cols) resolution of the region (default: viewdata.region_hw)."""
     from .data import open_dataset
     from .metrics import summarize
+    from .viewdata import score_view_items
 
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if not ds.test:
         raise HfrError(f"{data}: has no test images to evaluate on; give --test DIR with good/ and defect subfolders")
-    with open_scorer(artifact, provider) as (predict, size, backend, precision):
-        r = score_items(predict, ds.test, size, with_masks=ds.has_masks, keep_maps=ds.has_masks or bool(figures))
+    with open_view_scorer(artifact, provider, roi) as (predict, size, backend, precision, view):
+        r = score_view_items(predict, ds.test, view, size, with_masks=ds.has_masks,
+                             keep_maps=ds.has_masks or bool(figures), out_hw=map_hw)
     report = summarize(r.labels, r.scores, r.defects, masks=r.masks, maps=r.maps if ds.has_masks else None)
     report.update(artifact=str(artifact), data=str(data), format=ds.format, normal_class=ds.normal_class,
                   backend=backend, precision=precision, image_size=size, seconds=round(r.seconds, 2),
                   ms_per_image=round(1000 * r.seconds / max(len(r.scores), 1), 2),
-                  skipped=[k for k, _ in r.skipped])
+                  skipped=[k for k, _ in r.skipped], view=view.to_dict())
+    if r.maps is not None:
+        report["map_size"] = list(r.maps.shape[1:])
     if figures:
-        _figures(Path(figures), ds, r, size)
+        _figures(Path(figures), ds, r, view)
         report["figures"] = str(figures)
     return report
 
 
-def _figures(folder: Path, ds, r: Scores, size: int) -> None:
+def _figures(folder: Path, ds, r: Scores, view) -> None:
     from .figures import save_best_worst, save_roc_png
-    from .base.images import resize_rgb
+    from .viewdata import region_rgb
 
     folder.mkdir(parents=True, exist_ok=True)
     save_roc_png(folder / "roc.png", r.labels, r.scores, "image ROC")
@@ -105,7 +125,7 @@ def _figures(folder: Path, ds, r: Scores, size: int) -> None:
     items = []
     for i in pick:
         items.append({"name": Path(r.keys[i]).stem if "/" in r.keys[i] else r.keys[i].replace(":", "_"),
-                      "rgb": resize_rgb(by_key[r.keys[i]].load(), size), "amap": r.maps[i],
+                      "rgb": region_rgb(view, by_key[r.keys[i]].load(), r.maps.shape[1:]), "amap": r.maps[i],
                       "mask": None if r.masks is None else r.masks[i], "score": float(r.scores[i]),
                       "label": int(r.labels[i])})
     save_best_worst(folder, items, k=4)
@@ -138,6 +158,8 @@ def eval_command(
     normal_class: Annotated[Optional[str], typer.Option("--normal-class", help="One-class protocol: the normal class")] = None,
     test: Annotated[Optional[str], typer.Option("--test", help="Folder format: test folder with good/ and defect subfolders")] = None,
     provider: Annotated[str, typer.Option(help="ONNX Runtime provider: auto|tensorrt|cuda|cpu")] = "auto",
+    roi: Annotated[Optional[str], typer.Option(help="Region of interest x,y,w,h of the test images (default: the "
+                                                    "artifact's own)")] = None,
 ) -> None:
     """Evaluate an artifact: image AUROC, pixel AUROC, AUPRO, F1-max, per defect type."""
     from .base.fsio import write_json_atomic
@@ -151,7 +173,7 @@ def eval_command(
             raise HfrError(f"--figures {figures}: cannot create the folder ({exc.strerror}); choose another path") from None
     if report and Path(report).is_dir():
         raise HfrError(f"--report {report}: is a folder; give a file name such as {Path(report) / 'report.json'}")
-    rep = evaluate(artifact, data, fmt, normal_class, test, provider, figures)
+    rep = evaluate(artifact, data, fmt, normal_class, test, provider, figures, roi=roi)
     print(f"{rep['artifact']} on {rep['data']} ({rep['backend']}, {rep['precision']}, "
           f"{rep['n_images']} images, {rep['ms_per_image']} ms/image)", file=sys.stderr)
     print_report(rep)

@@ -227,9 +227,16 @@ def train_command(
     seed: Annotated[int, typer.Option()] = TrainConfig.seed,
     holdout: Annotated[float, typer.Option(help="Share of good images held out for the normalisation statistics")] = TrainConfig.holdout,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = TrainConfig.device,
+    roi: Annotated[Optional[str], typer.Option(help="Region of interest x,y,w,h in pixels of the images (stored in "
+                                                    "the checkpoint: eval, calibrate and run crop the same)")] = None,
+    aspect: Annotated[str, typer.Option(help="A region that is not square: letterbox (scaled to fit, grey bars) | "
+                                             "squash (stretched)")] = "letterbox",
+    tiles: Annotated[str, typer.Option(help="Cut the region into RxC overlapping tiles, each a model input "
+                                            "(small defects on large frames), e.g. 2x2")] = "1x1",
+    overlap: Annotated[float, typer.Option(help="Share of a tile shared with its neighbour")] = 0.25,
 ) -> None:
     """Train the HFR-AE decoder on normal images and write a checkpoint."""
-    from .data import load_items, open_dataset
+    from .data import open_dataset
 
     weights3 = ModelConfig.level_weights if level_weights is None else parse_triple(level_weights, "--level-weights", float)
     widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
@@ -239,6 +246,9 @@ def train_command(
                        bottleneck=bottleneck, up_kernel=up_kernel, tap16=tap16,
                        score="max" if score == "auto" else score)
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
+    from .base.view import View, parse_roi, parse_tiles
+
+    view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)
     out = Path(output)
     if out.is_dir():
         raise HfrError(f"-o {out}: is a folder; give a file name such as {out / 'ckpt.pt'}")
@@ -249,21 +259,15 @@ def train_command(
         mcfg = replace(mcfg, score=auto_score(ds.format))
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
-    def warn(m):
-        print(f"warning: {m}", file=sys.stderr)
+    from .viewtrain import fit_view
 
-    x, _, kept, skipped = load_items([ds.train[i] for i in tr_idx], mcfg.image_size, warn=warn)
-    xh, _, kept_h, skipped_h = load_items([ds.train[i] for i in ho_idx], mcfg.image_size, warn=warn)
-    print(f"data: {ds.format} {ds.root}: {len(kept)} training + {len(kept_h)} held-out normal images"
-          f"{f', {len(skipped) + len(skipped_h)} skipped' if skipped or skipped_h else ''} ({time.time() - t0:.1f} s)",
-          file=sys.stderr)
-    model, stats, summary = fit(x, xh, mcfg, tcfg, weights=weights)
+    model, stats, summary, extra, kept, skipped = fit_view([ds.train[i] for i in tr_idx],
+                                                           [ds.train[i] for i in ho_idx], view, mcfg, tcfg, weights)
     summary.update(data=str(Path(data).resolve()), format=ds.format, normal_class=ds.normal_class,
-                   skipped=[k for k, _ in skipped + skipped_h], seed=seed,
-                   total_seconds=round(time.time() - t0, 2))
+                   skipped=[k for k, _ in skipped], seed=seed, total_seconds=round(time.time() - t0, 2))
     from .checkpoint import save_checkpoint
 
-    save_checkpoint(out, model, stats, summary)
+    save_checkpoint(out, model, stats, summary, extra=extra)
     print(f"wrote {out}: loss {summary['final_loss']:.4f}, threshold {stats.threshold:.4f} "
           f"(held-out normals: mean {stats.score_mean:.4f}, max {stats.score_max:.4f}), "
           f"{summary['total_seconds']:.0f} s", file=sys.stderr)

@@ -16,7 +16,7 @@ from ..base import console
 from ..base.artifact import ArtifactMeta, drop_stale_meta, load_meta, sidecar, write_meta
 from ..base.errors import HfrError
 from ..base.fsio import atomic_path
-from ..base.images import preprocess
+from ..base.view import view_for
 from ..export.graph import graph_meta, load_onnx, set_graph_meta
 from .defaults import DEFAULT_METHOD, int8_name
 from .qdq import METHODS, qdq_problems, quantize
@@ -50,11 +50,15 @@ def holdout_split(n: int, keep_out: bool = True) -> Tuple[List[int], List[int]]:
 
 
 def calibrate(onnx_path, frames: Sequence[np.ndarray], out_path=None, method: str = DEFAULT_METHOD,
-              source: str = "", log: Optional[TextIO] = None) -> Path:
-    """Write the int8 graph of `onnx_path` calibrated on `frames` (RGB, any size) and its JSON; returns its path."""
+              source: str = "", log: Optional[TextIO] = None, roi: Optional[str] = None) -> Path:
+    """Write the int8 graph of `onnx_path` calibrated on `frames` (RGB, any size) and its JSON; returns its path.
+    The frames are cut as the graph's view says (its ROI, or `roi` instead), as the camera's will be."""
+    from ..viewdata import view_inputs  # noqa: PLC0415
+
     src, out, meta = check_source(onnx_path, out_path, method)
     t0 = time.time()
-    x = preprocess(list(frames), meta.image_size)
+    view = view_for(meta.extra.get("view"), roi, str(src))
+    x = view_inputs(list(frames), view, meta.image_size)
     console.say(f"calibrating {src} on {len(x)} frames from {source} ({method})", log)
     try:
         with tempfile.TemporaryDirectory(prefix="hfr-calib-") as td:
@@ -67,8 +71,9 @@ def calibrate(onnx_path, frames: Sequence[np.ndarray], out_path=None, method: st
     problems = qdq_problems(q)
     if problems:
         raise HfrError(f"the Q/DQ graph breaks TensorRT's rules: {problems[0]} (+{len(problems) - 1} more); report this bug", 1)
+    carried = {**meta.extra, "view": view.to_dict()} if roi is not None else meta.extra
     meta8 = ArtifactMeta(kind="onnx", precision="int8", image_size=meta.image_size, model=meta.model, norm=meta.norm,
-                         extra={**meta.extra, "calibration": {"method": method, "frames": len(x), "source": source,
+                         extra={**carried, "calibration": {"method": method, "frames": len(x), "source": source,
                                                               "symmetric": True, "per_channel": True}})
     set_graph_meta(q, meta8)
     with atomic_path(out) as tmp:

@@ -19,9 +19,11 @@ def calibrate_command(
     eval_data: Annotated[Optional[str], typer.Option("--eval", help="Labelled dataset: report fp32 vs int8 AUROC on its test set")] = None,
     fmt: Annotated[str, typer.Option("--format", help="--eval dataset format: auto|mvtec|folder|mnist|fashion-mnist|cifar10")] = "auto",
     normal_class: Annotated[Optional[str], typer.Option("--normal-class", help="--eval one-class protocol: the normal class")] = None,
+    roi: Annotated[Optional[str], typer.Option("--roi", help="Region of interest x,y,w,h of the frames (default: the "
+                                                             "graph's own)")] = None,
 ) -> None:
     """Calibrate an fp32 graph into an explicit INT8 (Q/DQ) graph for TensorRT, and report its accuracy."""
     from ..variants import calibrate_model
 
     calibrate_model(model, images, output, n=n, method=method, eval_data=eval_data, eval_format=fmt,
-                    eval_normal_class=normal_class)
+                    eval_normal_class=normal_class, roi=roi)

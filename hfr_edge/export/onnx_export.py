@@ -14,6 +14,7 @@ from ..base.artifact import ArtifactMeta, drop_stale_meta, write_meta
 from ..base.contract import INPUT_NAME, OUTPUT_NAMES
 from ..base.errors import HfrError
 from ..base.fsio import atomic_path
+from ..base.view import CARRIED_KEYS
 from .graph import ALLOWED_OPS, set_graph_meta
 
 MIN_OPSET = 17  # LayerNormalization-era opsets; ReduceMax with axes input from 18 is handled by the exporter
@@ -85,7 +86,8 @@ def export_onnx(ckpt: str, output: str = "model.onnx", precision: str = "fp32", 
     train = loaded.get("train", {})
     meta = ArtifactMeta(kind="onnx", precision="fp32", image_size=cfg.image_size, model=cfg.to_dict(),
                         norm=stats.to_dict(),
-                        extra={"opset": opset, "batch": batch, "source": {"checkpoint": Path(ckpt).name},
+                        extra={**{k: loaded[k] for k in CARRIED_KEYS if k in loaded},
+                               "opset": opset, "batch": batch, "source": {"checkpoint": Path(ckpt).name},
                                "train": {k: train.get(k) for k in ("data", "format", "normal_class", "epochs", "seed")}})
     set_graph_meta(proto, meta)
     proto.producer_name, proto.producer_version = "hfr-edge", ""

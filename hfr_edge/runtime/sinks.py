@@ -24,12 +24,16 @@ STAGES = ("capture", "preprocess", "inference", "postprocess", "output")
 RED, GREEN = (230, 40, 40), (40, 200, 60)  # RGB
 
 
-def annotate(rgb: np.ndarray, amap: np.ndarray, score: float, anomalous: bool) -> np.ndarray:
-    """The frame with its heat map blended in and 'ANOMALY 0.73' / 'OK 0.21' written on it (RGB)."""
+def annotate(rgb: np.ndarray, amap: np.ndarray, score: float, anomalous: bool, box=None) -> np.ndarray:
+    """The frame with its heat map blended in and 'ANOMALY 0.73' / 'OK 0.21' written on it (RGB);
+    `box` (x0, y0, x1, y1): the inspected region, outlined."""
     cv2 = cv2_module()
     out = heat_overlay(rgb, amap)
     h = out.shape[0]
     scale = max(0.35, h / 720.0)
+    if box is not None:
+        cv2.rectangle(out, (int(box[0]), int(box[1])), (int(box[2]) - 1, int(box[3]) - 1), (255, 255, 255),
+                      max(1, int(scale)), cv2.LINE_AA)
     text = f"{'ANOMALY' if anomalous else 'OK'} {score:.2f}"
     org = (max(2, int(10 * scale)), max(12, int(36 * scale)))
     thick = max(1, int(2 * scale))
