@@ -35,7 +35,7 @@ t0 = time.time()
 subprocess.run(cmd, check=True)
 train_s = time.time() - t0
 report = RESULTS / f"{args.category}{args.tag}.eval.json"
-subprocess.run([sys.executable, "-m", "hfr_edge", "eval", str(ckpt), str(data), "--report", str(report)], check=True)
+subprocess.run([sys.executable, "-m", "hfr_edge", "eval", str(ckpt), str(data), "--json", str(report)], check=True)
 
 import json  # noqa: E402
 

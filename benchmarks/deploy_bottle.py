@@ -121,7 +121,7 @@ if "speed" not in skip:
     fps_runs = []
     for _ in range(3):  # the video is short: repeat and keep the median
         subprocess.run([sys.executable, "-m", "hfr_edge", "run", str(fp32), "--source", str(vid), "--headless",
-                        "--summary", str(summ), "--provider", "cpu"], check=True, capture_output=True)
+                        "--json", str(summ), "--provider", "cpu"], check=True, capture_output=True)
         fps_runs.append(json.loads(summ.read_text())["fps"])
     run_fps = float(np.median(fps_runs))
     b32 = srow[1]["throughput_fps"]

@@ -95,7 +95,7 @@ def soak(model: Path, video: Path, frames: int, work: Path, every: float = 1.0) 
     """Run, sample, and judge: the results dict (windows 'first' and 'last', growth, change, pass)."""
     jsonl, summary = work / "soak.jsonl", work / "soak.summary.json"
     cmd = [sys.executable, "-m", "hfr_edge", "run", str(model), "--source", str(video), "--headless",
-           "--provider", "cpu", "--jsonl", str(jsonl), "--summary", str(summary), "--stats-every", "30"]
+           "--provider", "cpu", "--jsonl", str(jsonl), "--json", str(summary), "--stats-every", "30"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     samples = []  # (wall time, rss MB, cpu s)
     t0 = time.time()

@@ -5,15 +5,11 @@ models here, so a ckpt.pt works wherever a model.onnx does."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
-import typer
 
 from .runtime import bench as runtime_bench
-from .base.fsio import write_json_atomic
-from .runtime.runner import Runner, default_artifact, open_runner
+from .runtime.runner import Runner, open_runner
 
-CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")  # torch_runner's, repeated here so this module stays torch-free
+CKPT_SUFFIXES = (".pt", ".pth", ".ckpt")  # a PyTorch checkpoint, as `hfr-edge train` writes it
 
 
 def open_artifact(path, provider: str = "auto") -> Runner:
@@ -29,25 +25,3 @@ def bench(path, batch: int = 1, iterations: int = 200, warmup: int = 20, provide
     """runtime.bench.bench for any artifact, a checkpoint included (PyTorch eager: the baseline)."""
     return runtime_bench.bench(path, batch=batch, iterations=iterations, warmup=warmup, provider=provider,
                                opener=open_artifact)
-
-
-def bench_command(
-    artifact: Optional[str] = typer.Argument(None, metavar="MODEL", help="model.onnx, model.engine or ckpt.pt; default: "
-                                                        "model.engine if TensorRT works here, else model.onnx"),
-    batch: int = typer.Option(1, "--batch", "-b", help="images per inference"),
-    iterations: int = typer.Option(200, "--iterations", "-n", help="timed inferences"),
-    warmup: int = typer.Option(20, "--warmup", help="untimed inferences first"),
-    provider: str = typer.Option("auto", "--provider", help="ONNX Runtime provider: auto|tensorrt|cuda|cpu"),
-    json_out: Optional[str] = typer.Option(None, "--json", help="also write the report to this JSON file"),
-) -> None:
-    """Measure latency (p50/p90/p99) and throughput of a model on this machine."""
-    if artifact is None:
-        path, reason = default_artifact()
-        print(runtime_bench._show(reason))
-    else:
-        path = Path(artifact)
-    rep = bench(path, batch=batch, iterations=iterations, warmup=warmup, provider=provider)
-    print(runtime_bench.format_report(rep))
-    if json_out:
-        write_json_atomic(json_out, rep)
-        print(f"wrote {runtime_bench._show(json_out)}")

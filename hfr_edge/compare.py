@@ -41,7 +41,7 @@ def compare_frames(fp32: str, int8: str, x: np.ndarray) -> dict:
 
 
 def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
-                       roi: Optional[str] = None) -> dict:
+                       test: Optional[str] = None, roi: Optional[str] = None) -> dict:
     """Image/pixel metrics of both artifacts on a labelled test set (each through its view, `roi`
     replacing their ROI), their drops and their agreement."""
     from .data import open_dataset
@@ -49,7 +49,7 @@ def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", norma
     from .metrics import summarize
     from .viewdata import score_view_items
 
-    ds = open_dataset(data, fmt, normal_class=normal_class)
+    ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if not ds.test:
         raise HfrError(f"--eval {data}: has no test images")
     out = {}

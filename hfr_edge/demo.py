@@ -15,15 +15,14 @@ import io
 import os
 import platform
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, TextIO, Tuple
 
 import numpy as np
-import typer
 
+from .base import console
 from .base.contract import PRECISIONS
 from .base.errors import HfrError
 from .base.fsio import write_bytes_atomic, write_json_atomic
@@ -59,9 +58,9 @@ QUICK = DemoConfig(data_size=64, n_train=15, n_good_test=4, n_per_defect=2, imag
 
 
 class _Stages:
-    """Times the stages and prints one `[k/N] name ... 2.1 s` line each on stderr."""
+    """Times the stages and says one `[k/N] name ... 2.1 s` line each (on `log`, else the console)."""
 
-    def __init__(self, total: int, log: Callable[[str], None]):
+    def __init__(self, total: int, log: Optional[TextIO]):
         self.total, self.log, self.k = total, log, 0
         self.seconds: Dict[str, float] = {}
 
@@ -72,7 +71,7 @@ class _Stages:
         yield
         dt = time.perf_counter() - t0
         self.seconds[name] = round(dt, 2)
-        self.log(f"[{self.k}/{self.total}] {name} ... {dt:.1f} s")
+        console.say(f"[{self.k}/{self.total}] {name} ... {dt:.1f} s", self.log)
 
 
 @contextlib.contextmanager
@@ -83,7 +82,9 @@ def _quiet():
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield sink
     except BaseException:
-        sys.stderr.write(sink.getvalue()[-4000:])  # what the failed stage said, for the error that follows
+        said = sink.getvalue()[-4000:].rstrip()  # what the failed stage said, for the error that follows
+        if said:
+            console.say(said)
         raise
 
 
@@ -190,8 +191,7 @@ def machine() -> dict:
             "platform": platform.platform()}
 
 
-def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None,
-         log: Optional[Callable[[str], None]] = None) -> dict:
+def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None, log: Optional[TextIO] = None) -> dict:
     """Run every stage into folder `out`; returns the summary (also OUT/summary.json)."""
     from .evaluate import evaluate
     from .export.onnx_export import export_onnx
@@ -201,7 +201,6 @@ def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None,
     from .synthetic import make_dataset
     from .variants import calibrate_model, make_fp16
 
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     cfg = cfg or (QUICK if quick else DemoConfig())
     out = Path(out)
     t_start = time.perf_counter()
@@ -271,7 +270,7 @@ def demo(out, quick: bool = False, cfg: Optional[DemoConfig] = None,
     return summary
 
 
-def _num(v, fmt: str = "{:.4f}") -> str:
+def fmt_number(v, fmt: str = "{:.4f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
@@ -289,9 +288,9 @@ def render_html(s: dict, figures: Path) -> str:
         if r.get("skipped"):
             rows.append(f"<tr><td>{e(r['name'])}</td><td colspan=6>skipped: {e(r['reason'])}</td></tr>")
             continue
-        rows.append(f"<tr><td>{e(r['name'])}</td><td>{e(r['artifact'])}</td><td>{_num(r['image_auroc'])}</td>"
-                    f"<td>{_num(r['pixel_auroc'])}</td><td>{_num(r['aupro'])}</td>"
-                    f"<td>{_num(r.get('p50_ms'), '{:.2f}')}</td><td>{_num(r.get('throughput_fps'), '{:.1f}')}</td></tr>")
+        rows.append(f"<tr><td>{e(r['name'])}</td><td>{e(r['artifact'])}</td><td>{fmt_number(r['image_auroc'])}</td>"
+                    f"<td>{fmt_number(r['pixel_auroc'])}</td><td>{fmt_number(r['aupro'])}</td>"
+                    f"<td>{fmt_number(r.get('p50_ms'), '{:.2f}')}</td><td>{fmt_number(r.get('throughput_fps'), '{:.1f}')}</td></tr>")
     stages = "".join(f"<tr><td>{e(k)}</td><td>{v:.1f}</td></tr>" for k, v in s["stages"].items())
     m = s["machine"]
     mach = "".join(f"<tr><td>{e(k)}</td><td>{e(', '.join(map(str, v)) if isinstance(v, list) else str(v))}</td></tr>"
@@ -309,7 +308,7 @@ def render_html(s: dict, figures: Path) -> str:
 td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}img{{max-width:100%}}figure{{margin:1em 0}}</style>
 </head><body>
 <h1>hfr-edge demo</h1>
-<p>Checkpoint image AUROC <b>{_num(s['image_auroc'])}</b> on the synthetic test set; total {s['total_seconds']:.1f} s.
+<p>Checkpoint image AUROC <b>{fmt_number(s['image_auroc'])}</b> on the synthetic test set; total {s['total_seconds']:.1f} s.
 TensorRT: {e(s['tensorrt'])}.</p>
 <p>Data: {c['n_train']} normal training images, {c['n_good_test']} normal and {4 * c['n_per_defect']} defective test
 images at {c['data_size']} px. Model: EfficientNet-Lite0 encoder, decoder {e(str(list(c['decoder_widths'])))},
@@ -327,19 +326,3 @@ overlay video run_overlay.mp4, records run.jsonl.</p>
 {''.join(_img_tag(p) for p in pngs)}
 </body></html>
 """
-
-
-def demo_command(
-    out: Optional[str] = typer.Option("demo_out", "--out", help="Folder for everything the demo writes"),
-    quick: bool = typer.Option(False, "--quick", help="a shortened run for tests"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default 15; --quick: 2)"),
-) -> None:
-    """Run the whole toolchain on a synthetic dataset and write OUT/report.html + OUT/summary.json."""
-    cfg = QUICK if quick else DemoConfig()
-    if epochs is not None:
-        if epochs < 1:
-            raise HfrError(f"--epochs {epochs} must be at least 1")
-        cfg = DemoConfig(**{**asdict(cfg), "epochs": epochs})
-    s = demo(out or "demo_out", quick=quick, cfg=cfg)
-    print(f"image AUROC {_num(s['image_auroc'])}; wrote {Path(s['out']) / 'report.html'} and summary.json "
-          f"in {s['total_seconds']:.0f} s", file=sys.stderr)

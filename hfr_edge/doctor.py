@@ -11,10 +11,7 @@ import re
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import typer
-
 from . import __version__
-from .base.fsio import write_json_atomic
 from .runtime.trtinfo import gpu_info, jetson_model, trt_version
 
 NOT_INSTALLED = "not installed"
@@ -149,15 +146,8 @@ def rows(info: Dict[str, Any]) -> List[Tuple[str, str]]:
     ]
 
 
-def doctor_command(
-    json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE", help="Also write the findings as JSON."),
-) -> None:
-    """Show what this machine has for each stage (exits 0 whatever is missing)."""
-    info = collect()
-    table = rows(info)
-    width = max(len(label) for label, _ in table)
-    for label, text in table:
-        print(f"{label:<{width}}  {text}")
-    if json_out:
-        write_json_atomic(json_out, info)
-        print(f"wrote {json_out}")
+def table(info: Dict[str, Any]) -> str:
+    """The rows aligned: labels left, values from one column."""
+    lines = rows(info)
+    width = max(len(label) for label, _ in lines)
+    return "\n".join(f"{label:<{width}}  {text}" for label, text in lines)

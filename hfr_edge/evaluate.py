@@ -5,16 +5,14 @@ interface), so what is measured is what deploys. Shared with `compare` (fp32 vs 
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
-import typer
-from typing_extensions import Annotated
 
+from .base import console
 from .base.contract import THRESHOLD
 from .base.errors import HfrError
 
@@ -46,26 +44,25 @@ def open_scorer(artifact: str, provider: str = "auto") -> Iterator[Tuple[Callabl
 
 
 @contextlib.contextmanager
-def open_view_scorer(artifact: str, provider: str = "auto", roi: Optional[str] = None):
-    """open_scorer, plus the artifact's view (its ROI replaced by `roi` where given)."""
+def open_view_scorer(artifact: str, provider: str = "auto", roi: Optional[str] = None, tiles: Optional[str] = None):
+    """open_scorer, plus the artifact's view (its ROI and tiles replaced by `roi`, `tiles` where given)."""
     from .artifacts import open_artifact
     from .base.view import view_for
     from .runtime.detector import Detector
 
     with open_artifact(artifact, provider=provider) as runner:
         det = Detector(runner)
-        view = view_for(runner.meta.extra.get("view"), roi, str(artifact))
+        view = view_for(runner.meta.extra.get("view"), roi, str(artifact), tiles)
         yield det.predict_batch, det.size, runner.backend, runner.meta.precision, view
 
 
 def score_items(predict, items, size: int, with_masks: bool, keep_maps: bool = True, warn=None) -> Scores:
     from .data import load_items
 
-    warn = warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
     t0 = time.time()
     labels, defects, keys, scores, maps, masks, skipped = [], [], [], [], [], [], []
     for i in range(0, len(items), CHUNK):
-        x, mk, kept, sk = load_items(items[i:i + CHUNK], size, with_masks=with_masks, warn=warn)
+        x, mk, kept, sk = load_items(items[i:i + CHUNK], size, with_masks=with_masks, warn=warn or console.warn)
         skipped += sk
         if not kept:
             continue
@@ -87,9 +84,9 @@ def score_items(predict, items, size: int, with_masks: bool, keep_maps: bool = T
 
 def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
              test: Optional[str] = None, provider: str = "auto", figures: Optional[str] = None,
-             roi: Optional[str] = None, map_hw: Optional[Tuple[int, int]] = None) -> dict:
-    """`roi`: crop the test images there instead of the artifact's own ROI; `map_hw`: judge pixel
-    metrics at this (rows, cols) resolution of the region (default: viewdata.region_hw)."""
+             roi: Optional[str] = None, map_hw: Optional[Tuple[int, int]] = None, tiles: Optional[str] = None) -> dict:
+    """`roi`, `tiles`: crop and tile the test images so instead of as the artifact says; `map_hw`: judge
+    pixel metrics at this (rows, cols) resolution of the region (default: viewdata.region_hw)."""
     from .data import open_dataset
     from .metrics import summarize
     from .viewdata import score_view_items
@@ -97,7 +94,7 @@ def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if not ds.test:
         raise HfrError(f"{data}: has no test images to evaluate on; give --test DIR with good/ and defect subfolders")
-    with open_view_scorer(artifact, provider, roi) as (predict, size, backend, precision, view):
+    with open_view_scorer(artifact, provider, roi, tiles) as (predict, size, backend, precision, view):
         r = score_view_items(predict, ds.test, view, size, with_masks=ds.has_masks,
                              keep_maps=ds.has_masks or bool(figures), out_hw=map_hw)
     report = summarize(r.labels, r.scores, r.defects, masks=r.masks, maps=r.maps if ds.has_masks else None)
@@ -141,42 +138,10 @@ def _fmt(v) -> str:
     return "   -  " if v is None else f"{v:.4f}"
 
 
-def print_report(report: dict, file=sys.stderr) -> None:
-    print(f"{'':<22}{'image AUROC':>12}{'pixel AUROC':>12}{'AUPRO':>8}{'F1-max':>8}{'n':>7}", file=file)
-    rows = [("all", report)] + sorted(report.get("per_defect", {}).items())
-    for name, m in rows:
-        print(f"{name[:22]:<22}{_fmt(m.get('image_auroc')):>12}{_fmt(m.get('pixel_auroc')):>12}"
-              f"{_fmt(m.get('aupro')):>8}{_fmt(m.get('f1_max')):>8}{m.get('n_images', ''):>7}", file=file)
-
-
-def eval_command(
-    artifact: Annotated[str, typer.Argument(help="ckpt.pt, model.onnx (any precision) or model.engine")],
-    data: Annotated[str, typer.Argument(help="Dataset folder (see `hfr-edge train --help`)")],
-    report: Annotated[Optional[str], typer.Option("--report", help="Write the metrics as JSON here")] = None,
-    figures: Annotated[Optional[str], typer.Option("--figures", help="Write PNGs of best/worst cases and the ROC curve here")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="auto|mvtec|folder|mnist|fashion-mnist|cifar10")] = "auto",
-    normal_class: Annotated[Optional[str], typer.Option("--normal-class", help="One-class protocol: the normal class")] = None,
-    test: Annotated[Optional[str], typer.Option("--test", help="Folder format: test folder with good/ and defect subfolders")] = None,
-    provider: Annotated[str, typer.Option(help="ONNX Runtime provider: auto|tensorrt|cuda|cpu")] = "auto",
-    roi: Annotated[Optional[str], typer.Option(help="Region of interest x,y,w,h of the test images (default: the "
-                                                    "artifact's own)")] = None,
-) -> None:
-    """Evaluate an artifact: image AUROC, pixel AUROC, AUPRO, F1-max, per defect type."""
-    from .base.fsio import write_json_atomic
-
-    if figures and Path(figures).exists() and not Path(figures).is_dir():
-        raise HfrError(f"--figures {figures}: is a file; give a folder for the PNGs")
-    if figures:
-        try:
-            Path(figures).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HfrError(f"--figures {figures}: cannot create the folder ({exc.strerror}); choose another path") from None
-    if report and Path(report).is_dir():
-        raise HfrError(f"--report {report}: is a folder; give a file name such as {Path(report) / 'report.json'}")
-    rep = evaluate(artifact, data, fmt, normal_class, test, provider, figures, roi=roi)
-    print(f"{rep['artifact']} on {rep['data']} ({rep['backend']}, {rep['precision']}, "
-          f"{rep['n_images']} images, {rep['ms_per_image']} ms/image)", file=sys.stderr)
-    print_report(rep)
-    if report:
-        write_json_atomic(report, rep)
-        print(f"wrote {report}", file=sys.stderr)
+def format_report(report: dict) -> str:
+    """The metrics as a table: all images, then each defect type."""
+    lines = [f"{'':<22}{'image AUROC':>12}{'pixel AUROC':>12}{'AUPRO':>8}{'F1-max':>8}{'n':>7}"]
+    for name, m in [("all", report)] + sorted(report.get("per_defect", {}).items()):
+        lines.append(f"{name[:22]:<22}{_fmt(m.get('image_auroc')):>12}{_fmt(m.get('pixel_auroc')):>12}"
+                     f"{_fmt(m.get('aupro')):>8}{_fmt(m.get('f1_max')):>8}{m.get('n_images', ''):>7}")
+    return "\n".join(lines)

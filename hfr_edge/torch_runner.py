@@ -17,7 +17,6 @@ from .checkpoint import deploy_model, load_checkpoint
 from .runtime.runner import PROVIDER_CHOICES, Runner
 
 
-
 def device_for(provider: str, name: str) -> str:
     """'cuda' for auto/cuda where PyTorch sees a GPU, else 'cpu'; HfrError for what cannot apply."""
     if provider not in PROVIDER_CHOICES:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
-import typer
-from typing_extensions import Annotated
 
 from .config import SCORES, ModelConfig, NormStats, TrainConfig
+from .base import console
 from .base.errors import HfrError
 
 FEATURE_CACHE_BYTES = 6 << 30  # keep encoder features in memory up to this size
@@ -70,11 +68,12 @@ class _Progress:
 
     def __init__(self, epochs: int, enabled: bool = True):
         self.epochs, self.enabled, self.bar = epochs, enabled, None
-        if enabled and sys.stderr.isatty():
+        if enabled and console.console().is_terminal:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
+                                console=console.console())
             self.task = self.bar.add_task("train", total=epochs, info="")
             self.bar.start()
 
@@ -83,7 +82,7 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.task, completed=epoch, info=info)
         elif self.enabled:
-            print(f"epoch {epoch}/{self.epochs}  {info}", file=sys.stderr, flush=True)
+            console.say(f"epoch {epoch}/{self.epochs}  {info}")
 
     def close(self):
         if self.bar is not None:
@@ -119,7 +118,7 @@ def raw_maps(model, amap_module, x: np.ndarray, device, batch: int = 32):
 
 
 def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainConfig,
-        weights: Optional[str] = None, progress: bool = True, log=print):
+        weights: Optional[str] = None, progress: bool = True):
     """Train the decoder on float32 images (N, 3, S, S); returns (model, NormStats, summary)."""
     import torch
 
@@ -200,55 +199,19 @@ def parse_triple(text: str, option: str, kind=float):
     return w
 
 
-def train_command(
-    data: Annotated[str, typer.Argument(help="Dataset folder (MVTec AD layout, image folder, MNIST/Fashion-MNIST IDX, CIFAR-10)")],
-    output: Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write")] = "ckpt.pt",
-    fmt: Annotated[str, typer.Option("--format", help="auto|mvtec|folder|mnist|fashion-mnist|cifar10")] = "auto",
-    normal_class: Annotated[Optional[str], typer.Option("--normal-class", help="One-class protocol: the normal class (index or name)")] = None,
-    test: Annotated[Optional[str], typer.Option("--test", help="Folder format: test folder with good/ and defect subfolders")] = None,
-    backbone: Annotated[str, typer.Option(help="efficientnet_lite0 | resnet18 | wide_resnet50_2")] = ModelConfig.backbone,
-    weights: Annotated[Optional[str], typer.Option(help="torchvision-format ImageNet weights (.pth) for the ResNets")] = None,
-    image_size: Annotated[int, typer.Option(help="Square input size, a multiple of 32")] = ModelConfig.image_size,
-    score: Annotated[str, typer.Option(help="Image score from the map: auto (mean for the one-class formats mnist, "
-                                                  "fashion-mnist, cifar10; max otherwise) | max | mean")] = "auto",
-    level_weights: Annotated[Optional[str], typer.Option(help="Weights of the stride 4, 8, 16 levels in the map, "
-                                                               "e.g. 0.25,1,1 (default: the product's)")] = None,
-    decoder_widths: Annotated[Optional[str], typer.Option(help="Decoder channels at strides 16, 8, 4, e.g. "
-                                                                "256,128,64 (default: the product's)")] = None,
-    bottleneck: Annotated[int, typer.Option(help="Squeeze the deepest features to this many channels before the "
-                                                 "decoder (0: none)")] = ModelConfig.bottleneck,
-    up_kernel: Annotated[int, typer.Option(help="Kernel of the decoder's x2 transposed convolutions: 4 "
-                                                "(overlapping) or 2")] = ModelConfig.up_kernel,
-    tap16: Annotated[str, typer.Option(help="Stride-16 level where the backbone has two stages there "
-                                            "(efficientnet_lite0): early (stage 4, 80 ch) | late (stage 5, 112 ch)")] = ModelConfig.tap16,
-    epochs: Annotated[int, typer.Option()] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option()] = TrainConfig.batch_size,
-    lr: Annotated[float, typer.Option()] = TrainConfig.lr,
-    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
-    holdout: Annotated[float, typer.Option(help="Share of good images held out for the normalisation statistics")] = TrainConfig.holdout,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = TrainConfig.device,
-    roi: Annotated[Optional[str], typer.Option(help="Region of interest x,y,w,h in pixels of the images (stored in "
-                                                    "the checkpoint: eval, calibrate and run crop the same)")] = None,
-    aspect: Annotated[str, typer.Option(help="A region that is not square: letterbox (scaled to fit, grey bars) | "
-                                             "squash (stretched)")] = "letterbox",
-    tiles: Annotated[str, typer.Option(help="Cut the region into RxC overlapping tiles, each a model input "
-                                            "(small defects on large frames), e.g. 2x2")] = "1x1",
-    overlap: Annotated[float, typer.Option(help="Share of a tile shared with its neighbour")] = 0.25,
-) -> None:
-    """Train the HFR-AE decoder on normal images and write a checkpoint."""
+def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfig, score: str = "auto",
+                     fmt: str = "auto", normal_class: Optional[str] = None, test: Optional[str] = None,
+                     weights: Optional[str] = None, view=None) -> Tuple[NormStats, dict]:
+    """`hfr-edge train`: open the dataset, fit on its normal images, write the checkpoint to `output`.
+    score "auto" picks the image score from the dataset's format (auto_score); else mcfg.score stands.
+    `view` (base.view.View): where in each image the model looks; default: the whole image, letterboxed."""
+    from .base.view import View
+    from .checkpoint import save_checkpoint
     from .data import open_dataset
+    from .viewtrain import fit_view
 
-    weights3 = ModelConfig.level_weights if level_weights is None else parse_triple(level_weights, "--level-weights", float)
-    widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
     if score not in ("auto",) + SCORES:
         raise HfrError(f"--score {score!r} must be auto, max or mean")
-    mcfg = ModelConfig(backbone=backbone, image_size=image_size, level_weights=weights3, decoder_widths=widths,
-                       bottleneck=bottleneck, up_kernel=up_kernel, tap16=tap16,
-                       score="max" if score == "auto" else score)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
-    from .base.view import View, parse_roi, parse_tiles
-
-    view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)
     out = Path(output)
     if out.is_dir():
         raise HfrError(f"-o {out}: is a folder; give a file name such as {out / 'ckpt.pt'}")
@@ -259,15 +222,13 @@ def train_command(
         mcfg = replace(mcfg, score=auto_score(ds.format))
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
-    from .viewtrain import fit_view
-
-    model, stats, summary, extra, kept, skipped = fit_view([ds.train[i] for i in tr_idx],
-                                                           [ds.train[i] for i in ho_idx], view, mcfg, tcfg, weights)
+    model, stats, summary, extra, kept, skipped = fit_view(
+        [ds.train[i] for i in tr_idx], [ds.train[i] for i in ho_idx], view or View(), mcfg, tcfg, weights,
+        what=f"{ds.format} {ds.root}")
     summary.update(data=str(Path(data).resolve()), format=ds.format, normal_class=ds.normal_class,
-                   skipped=[k for k, _ in skipped], seed=seed, total_seconds=round(time.time() - t0, 2))
-    from .checkpoint import save_checkpoint
-
+                   skipped=[k for k, _ in skipped], seed=tcfg.seed, total_seconds=round(time.time() - t0, 2))
     save_checkpoint(out, model, stats, summary, extra=extra)
-    print(f"wrote {out}: loss {summary['final_loss']:.4f}, threshold {stats.threshold:.4f} "
-          f"(held-out normals: mean {stats.score_mean:.4f}, max {stats.score_max:.4f}), "
-          f"{summary['total_seconds']:.0f} s", file=sys.stderr)
+    console.say(f"wrote {out}: loss {summary['final_loss']:.4f}, threshold {stats.threshold:.4f} "
+                f"(held-out normals: mean {stats.score_mean:.4f}, max {stats.score_max:.4f}), "
+                f"{summary['total_seconds']:.0f} s")
+    return stats, summary

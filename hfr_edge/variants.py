@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from .base import console
+from .base.errors import HfrError
 from .base.fsio import write_json_atomic
 from .base.view import view_for
 from .calib.defaults import DEFAULT_METHOD
@@ -26,15 +27,17 @@ def make_fp16(onnx_path, out_path=None, log: Optional[TextIO] = None) -> Path:
 def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method: str = DEFAULT_METHOD,
                     eval_data: Optional[str] = None, report: bool = True, log: Optional[TextIO] = None,
                     eval_format: str = "auto", eval_normal_class: Optional[str] = None,
-                    roi: Optional[str] = None) -> Path:
+                    eval_test: Optional[str] = None, roi: Optional[str] = None) -> Path:
     """Make `<stem>.int8.onnx` (+ JSON) from frames of `images` and, with `report`, `<stem>.int8.calib.json`:
     fp32 vs int8 on the frames held out of calibration (none when `eval_data` is given), and with
-    `eval_data` on its test set. Returns the int8 graph's path."""
+    `eval_data` on its test set (`eval_test`: the test folder of a folder dataset). Returns the int8 graph's path."""
     from .calib.calibrate import calibrate, check_source, holdout_split  # noqa: PLC0415 - onnx
     from .calib.frames import collect_frames  # noqa: PLC0415
     from .compare import compare_frames, compare_on_dataset, print_comparison, report_path  # noqa: PLC0415
     from .viewdata import view_inputs  # noqa: PLC0415
 
+    if eval_test and not eval_data:
+        raise HfrError(f"--test {eval_test} applies to --eval DATA (a folder of good images); add --eval")
     src, out, meta = check_source(onnx_path, out_path, method)  # before reading any frame
     frames, _ = collect_frames(images, n, warn=lambda m: console.warn(m, log))
     cal, hold = holdout_split(len(frames), keep_out=not eval_data)
@@ -45,7 +48,8 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
             view = view_for(meta.extra.get("view"), roi, str(src))
             rep["holdout"] = compare_frames(str(src), str(out), view_inputs([frames[i] for i in hold], view, meta.image_size))
         if eval_data:
-            rep["eval"] = compare_on_dataset(str(src), str(out), eval_data, eval_format, eval_normal_class, roi=roi)
+            rep["eval"] = compare_on_dataset(str(src), str(out), eval_data, eval_format, eval_normal_class, eval_test,
+                                             roi=roi)
         rpath = report_path(out)
         write_json_atomic(rpath, rep)
         print_comparison(rep, log)

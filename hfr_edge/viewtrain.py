@@ -4,6 +4,7 @@ the decoder learns from, then the held-out frames measured through the trained m
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional, Sequence
 
 from .base import console
@@ -22,17 +23,19 @@ def _head(b: ViewBatch, n: int) -> ViewBatch:
 
 
 def fit_view(train_items: Sequence, hold_items: Sequence, view: View, mcfg: ModelConfig, tcfg: TrainConfig,
-             weights: Optional[str] = None, progress: bool = True, warn: Callable[[str], None] = console.warn):
+             weights: Optional[str] = None, progress: bool = True, warn: Callable[[str], None] = console.warn,
+             what: str = "dataset"):
     """-> (model, NormStats, summary, extra for the checkpoint: the view and the reference of normal
     frames, kept items, skipped (key, reason))."""
     from .reference import holdout_reference  # noqa: PLC0415 - torch
     from .train import fit  # noqa: PLC0415
 
+    t0 = time.time()
     b = load_view_items(train_items, view, mcfg.image_size, keep_regions=not hold_items, warn=warn)
     bh = load_view_items(hold_items, view, mcfg.image_size, keep_regions=True, warn=warn)
     skipped = b.skipped + bh.skipped
-    console.say(f"data: {len(b.kept)} training + {len(bh.kept)} held-out normal images"
-                f"{f', {len(skipped)} skipped' if skipped else ''}")
+    console.say(f"data: {what}: {len(b.kept)} training + {len(bh.kept)} held-out normal images"
+                f"{f', {len(skipped)} skipped' if skipped else ''} ({time.time() - t0:.1f} s)")
     if view.n_tiles > 1 or view.roi is not None:
         console.say(f"view: {view.describe()}: {len(b.x)} training inputs from {len(b.kept)} images")
     model, stats, summary = fit(b.x, bh.x, mcfg, tcfg, weights=weights, progress=progress)

@@ -14,7 +14,7 @@ import pytest
 
 from hfr_edge.base.artifact import ArtifactMeta, load_meta
 from hfr_edge.build import engine as engine_mod
-from hfr_edge.build.command import find_calib_images, parse_batch, parse_size, source_step
+from hfr_edge.build.pipeline import find_calib_images, parse_batch, parse_size, source_step
 from hfr_edge.build.engine import build_engine
 from hfr_edge.build.plan import make_plan
 from hfr_edge.base.errors import HfrError
@@ -103,12 +103,12 @@ def test_calibration_images_in_order(tmp_path):
     (data / "test" / "broken").mkdir(parents=True)
     assert find_calib_images(model, meta, None) == data / "train" / "good"  # MVTec: never the defects
     idx = ArtifactMeta("onnx", "fp32", 64, {}, meta.norm, {"train": {"data": str(data), "format": "mnist"}})
-    with pytest.raises(HfrError, match="--calib DIR"):
+    with pytest.raises(HfrError, match="--images DIR"):
         find_calib_images(model, idx, None)  # IDX files are no image folder
     (model.parent / "calib").mkdir()
     assert find_calib_images(model, meta, None) == model.parent / "calib"
     assert find_calib_images(model, meta, str(data)) == data
-    with pytest.raises(HfrError, match="--calib .*nowhere: not found"):
+    with pytest.raises(HfrError, match="--images .*nowhere: not found"):
         find_calib_images(model, meta, str(tmp_path / "nowhere"))
 
 

@@ -41,7 +41,7 @@ def _listing(folder: Path):
 @pytest.mark.parametrize("option, value, message", [
     ("save", "{tmp}", r"--save .*: is a folder; give a file name such as .*out\.mp4"),
     ("jsonl", "{tmp}/missing/r.jsonl", r"--jsonl .*r\.jsonl: folder .*missing does not exist"),
-    ("summary", "{tmp}/frames/00.png/s.json", r"--summary .*: .*00\.png is a file, not a folder"),
+    ("summary", "{tmp}/frames/00.png/s.json", r"--json .*: .*00\.png is a file, not a folder"),
     ("save_anomalies", "{tmp}/frames/00.png", r"--save-anomalies .*00\.png: is a file; give a folder"),
     ("save_anomalies", "{tmp}/no/such/dir", r"--save-anomalies .*dir: folder .*no/such does not exist"),
 ])
@@ -63,8 +63,8 @@ def test_unwritable_folder_is_refused(frames):
         os.close(fd)
         os.unlink(p)
         pytest.skip("/sys is writable here")
-    for option in ("save", "jsonl", "summary"):
-        with pytest.raises(HfrError, match=rf"--{option} /sys/x: cannot create files in folder /sys"):
+    for option, name in (("save", "--save"), ("jsonl", "--jsonl"), ("summary", "--json")):
+        with pytest.raises(HfrError, match=rf"{name} /sys/x: cannot create files in folder /sys"):
             run("model.onnx", source=str(frames), headless=True, opener=_never_opened, **{option: "/sys/x"})
 
 
@@ -73,7 +73,7 @@ def test_outputs_may_not_collide_with_each_other_or_the_source(tmp_path):
     video.write_bytes(b"a user's recording")
     with pytest.raises(HfrError, match=r"--save .*in\.mp4: is also --source"):
         check_outputs(1, save=str(video), inputs=[str(video)])
-    with pytest.raises(HfrError, match=r"--summary .*r\.json: is also --jsonl"):
+    with pytest.raises(HfrError, match=r"--json .*r\.json: is also --jsonl"):
         check_outputs(1, jsonl=str(tmp_path / "r.json"), summary=str(tmp_path / "r.json"))
     assert video.read_bytes() == b"a user's recording"
 

@@ -133,11 +133,11 @@ def test_sigterm_leaves_valid_jsonl_video_and_summary(tmp_path, toy_onnx):
 def test_errors_are_one_line_hfr_errors(tmp_path, toy_onnx, video, monkeypatch):
     with pytest.raises(HfrError, match="give a source: --camera"):
         run(str(toy_onnx), headless=True)
-    with pytest.raises(HfrError, match="--max-frames 0"):
+    with pytest.raises(HfrError, match="--frames 0"):
         run(str(toy_onnx), source=str(video), max_frames=0)
     with pytest.raises(HfrError, match="missing.onnx: file not found"):
         run(str(tmp_path / "missing.onnx"), source=str(video), headless=True)
-    with pytest.raises(HfrError, match="--summary .*nodir"):
+    with pytest.raises(HfrError, match="--json .*nodir"):
         run(str(toy_onnx), source=str(video), headless=True, summary=str(tmp_path / "nodir" / "s.json"))
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -240,10 +240,20 @@ def parse_tiles(text: Optional[str]) -> Optional[Tuple[int, int]]:
     return int(m.group(1)), int(m.group(2))
 
 
-def view_for(stored: Optional[dict], roi: Optional[str] = None, where: str = "artifact") -> View:
-    """An artifact's view, its ROI replaced by --roi where one is given (a camera moved since training)."""
+def view_for(stored: Optional[dict], roi: Optional[str] = None, where: str = "artifact",
+             tiles: Optional[str] = None) -> View:
+    """An artifact's view, its ROI replaced by --roi where one is given (a camera moved since training)
+    and its tiles by --tiles (with a warning: the artifact's threshold was set for its own tiling)."""
     from dataclasses import replace  # noqa: PLC0415
 
+    from .console import warn  # noqa: PLC0415
+
     view = View.from_dict(stored, where)
-    r = parse_roi(roi)
-    return view if r is None else replace(view, roi=r)
+    r, t = parse_roi(roi), parse_tiles(tiles)
+    if r is not None:
+        view = replace(view, roi=r)
+    if t is not None and t != view.tiles:
+        warn(f"--tiles {t[0]}x{t[1]}: {where} was trained on {view.tiles[0]}x{view.tiles[1]} tiles; its threshold was "
+             f"set for those, so scores may read higher or lower than its own")
+        view = replace(view, tiles=t)
+    return view

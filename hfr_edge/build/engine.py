@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from ..base import console
 from ..base.artifact import ArtifactMeta, drop_stale_meta, load_meta, write_meta
 from ..base.contract import INPUT_NAME
 from ..base.errors import HfrError
@@ -120,7 +121,7 @@ def build_engine(onnx_path, out_path, plan: BuildPlan, batch: Sequence[int] = (1
     summary = {"engine": str(out_path), "meta": str(meta_path), "precision": plan.precision,
                "build_seconds": round(seconds, 2), "engine_bytes": len(data), "batch": [bmin, bopt, bmax],
                "latency_ms": None}
-    print(f"built {out_path} ({plan.precision}, {len(data) / 2**20:.1f} MiB) in {seconds:.1f} s; "
+    console.say(f"built {out_path} ({plan.precision}, {len(data) / 2**20:.1f} MiB) in {seconds:.1f} s; "
           f"batch {bmin}:{bopt}:{bmax}; metadata {meta_path.name}")
     summary["latency_ms"] = quick_latency(out_path, bopt, src.image_size)
     return summary
@@ -136,7 +137,7 @@ def _load_timing_cache(config, path: Path) -> None:
     except (RuntimeError, TypeError, ValueError):  # an unreadable cache file
         ok = False
     if not ok:  # from another GPU or TensorRT, or corrupt: start afresh (it is only a speed-up)
-        print(f"timing cache {path} does not fit this device and TensorRT; starting a new one")
+        console.say(f"timing cache {path} does not fit this device and TensorRT; starting a new one")
         config.set_timing_cache(config.create_timing_cache(b""), False)
 
 
@@ -159,8 +160,8 @@ def quick_latency(engine_path: Path, batch: int, size: int, runs: int = 20) -> O
                 runner.infer({INPUT_NAME: x})
                 times.append((time.perf_counter() - t0) * 1e3)
     except Exception as exc:  # noqa: BLE001 - the engine is written; a runtime problem must not undo the build
-        print(f"latency check skipped: {type(exc).__name__}: {exc}")
+        console.say(f"latency check skipped: {type(exc).__name__}: {exc}")
         return None
     ms = statistics.median(times)
-    print(f"latency: {ms:.2f} ms per batch of {batch} (median of {runs}, host to host)")
+    console.say(f"latency: {ms:.2f} ms per batch of {batch} (median of {runs}, host to host)")
     return round(ms, 3)

@@ -14,12 +14,12 @@ import contextlib
 import io
 import os
 import shutil
-import sys
 import tempfile
 from typing import List
 
 import numpy as np
 
+from ..base import console
 from ..base.contract import INPUT_NAME
 from ..base.errors import HfrError
 from ..export.graph import MODEL_SCOPE
@@ -84,8 +84,8 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str) ->
         with _quiet(logging.getLogger("onnxruntime.quantization.shape_inference")) as failed:
             quant_pre_process(src, pre, skip_symbolic_shape=True)
         if failed:  # ORT logs a traceback and goes on without its optimisation: say it in one line
-            print("warning: ONNX Runtime's graph optimisation before calibration failed; calibrating the "
-                  "graph as exported", file=sys.stderr)
+            console.warn("ONNX Runtime's graph optimisation before calibration failed; calibrating the "
+                         "graph as exported")
         model = onnx.load(pre)
         exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)]
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,

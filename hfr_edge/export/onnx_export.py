@@ -5,11 +5,11 @@ normalisation. TorchScript-based exporter (static spatial shapes, dynamic batch)
 from __future__ import annotations
 
 import io
-import sys
 import warnings
 from pathlib import Path
 from typing import Union
 
+from ..base import console
 from ..base.artifact import ArtifactMeta, drop_stale_meta, write_meta
 from ..base.contract import INPUT_NAME, OUTPUT_NAMES
 from ..base.errors import HfrError
@@ -46,8 +46,7 @@ def _simplify(model):
     try:
         slim = onnxslim.slim(model)
     except Exception as exc:  # noqa: BLE001 - a failed simplification keeps the exporter's graph
-        print(f"warning: onnxslim could not simplify the graph ({type(exc).__name__}); keeping it as exported",
-              file=sys.stderr)
+        console.warn(f"onnxslim could not simplify the graph ({type(exc).__name__}); keeping it as exported")
         return model
     return slim if slim is not None else model
 

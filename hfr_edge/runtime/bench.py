@@ -4,13 +4,13 @@ eager baseline) comes through the opener the stage level passes in."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
+from ..base.console import show
 from ..base.errors import HfrError
 from .detector import Detector
 from .runner import Runner, open_runner
@@ -82,14 +82,9 @@ def _report(path: Path, batch: int, iterations: int, warmup: int, lat: List[floa
     return rep
 
 
-def _show(text: str) -> str:
-    """Printable on any stdout: bytes of a non-UTF-8 file name become U+FFFD instead of an encode error."""
-    return os.fsencode(text).decode("utf-8", "replace")
-
-
 def format_report(rep: dict) -> str:
     rows = [
-        ("artifact", f"{_show(rep['artifact'])} ({rep['precision']}, {rep['image_size']}x{rep['image_size']})"),
+        ("artifact", f"{show(rep['artifact'])} ({rep['precision']}, {rep['image_size']}x{rep['image_size']})"),
         ("backend", rep["backend"]),
         ("batch", str(rep["batch"])),
         ("iterations", f"{rep['iterations']} (after {rep['warmup']} warm-up)"),

@@ -91,12 +91,12 @@ def check_outputs(n_sources: int, save: Optional[str] = None, jsonl: Optional[st
     created: List[Path] = []
     videos = [check_file(p, "--save", "out.mp4") if p else None for p in per_source(save, n_sources)]
     jl = check_file(Path(jsonl), "--jsonl", "run.jsonl") if jsonl else None
-    sm = check_file(Path(summary), "--summary", "summary.json") if summary else None
+    sm = check_file(Path(summary), "--json", "summary.json") if summary else None
     seen: Dict[Path, str] = {}
     for p in inputs:
         if p and os.path.isfile(p):
             seen[Path(p).resolve()] = f"--source {p}"
-    for option, p in [("--save", v) for v in videos] + [("--jsonl", jl), ("--summary", sm)]:
+    for option, p in [("--save", v) for v in videos] + [("--jsonl", jl), ("--json", sm)]:
         if p is None:
             continue
         other = seen.get(p.resolve())

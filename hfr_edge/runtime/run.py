@@ -15,16 +15,13 @@ import math
 import signal
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, TextIO, Union
-
-import typer
 
 from ..base import console
 from ..base.contract import THRESHOLD
 from ..base.errors import HfrError
-from ..base.view import parse_tiles, view_for
+from ..base.view import view_for
 from .detector import Detector
 from .loop import Lane, run_loop
 from .multi import Feeds, SourceStats
@@ -66,7 +63,7 @@ def _check_args(threshold, max_frames, stats_every) -> None:
     if threshold is not None and not math.isfinite(threshold):
         raise HfrError(f"--threshold {threshold} must be a finite number (0.5 is the artifact's own threshold)")
     if max_frames is not None and max_frames < 1:
-        raise HfrError(f"--max-frames {max_frames} must be at least 1")
+        raise HfrError(f"--frames {max_frames} must be at least 1")
     if not stats_every > 0:
         raise HfrError(f"--stats-every {stats_every} must be a positive number of seconds")
 
@@ -109,16 +106,6 @@ def run(model: Optional[str] = None, camera: Specs = None, source: Specs = None,
         raise
 
 
-def _view(runner: Runner, model: str, roi: Optional[str], tiles: Optional[str], log):
-    view = view_for(runner.meta.extra.get("view"), roi, model)
-    t = parse_tiles(tiles)
-    if t is not None and t != view.tiles:
-        console.warn(f"--tiles {t[0]}x{t[1]}: {model} was trained on {view.tiles[0]}x{view.tiles[1]}; its threshold "
-                     f"was set for that, so scores may read higher or lower than the artifact's own", log)
-        view = replace(view, tiles=t)
-    return view
-
-
 def _run(model, pairs, outs: Outputs, *, headless, threshold, provider, max_frames, stats_every, width,
          height, fps, stall_timeout, roi, tiles, drift, drift_window, log, opener) -> dict:
     from .drift import open_watch  # noqa: PLC0415
@@ -130,7 +117,7 @@ def _run(model, pairs, outs: Outputs, *, headless, threshold, provider, max_fram
     thr = THRESHOLD if threshold is None else float(threshold)
     with contextlib.ExitStack() as stack:
         runner = stack.enter_context(opener(model, provider=provider))
-        view = _view(runner, model, roi, tiles, log)
+        view = view_for(runner.meta.extra.get("view"), roi, model, tiles)
         watch = open_watch(drift, runner.meta.extra.get("reference"), view, drift_window, model, log)
         sources = []
         for cam, src in pairs:
@@ -222,30 +209,3 @@ def _raise_failures(result: dict, feeds: Feeds, stopped_by: str) -> None:
     if stopped_by == "end" and result["frames"] == 0 and result["skipped"]:
         raise HfrError(f"{result['source']}: no frame could be read ({result['skipped']} unreadable image(s) skipped, "
                        f"named above); replace or remove them", exit_code=1)
-
-
-def run_command(
-    model: Optional[str] = typer.Argument(None, help="Artifact (.engine or .onnx); default: model.engine or model.onnx here."),
-    camera: Optional[List[str]] = typer.Option(None, "--camera", help="V4L2 camera (0 or /dev/video0) or CSI camera (csi://0); repeat for several."),
-    source: Optional[List[str]] = typer.Option(None, "--source", help="Video file, image folder or glob, rtsp:// or http:// URL, or a GStreamer pipeline ending in appsink; repeat for several (one batch per tick)."),
-    headless: bool = typer.Option(False, "--headless", help="No window."),
-    save: Optional[str] = typer.Option(None, "--save", help="Write the overlay video here (.mp4; several sources: NAME_0.mp4, NAME_1.mp4 ...)."),
-    jsonl: Optional[str] = typer.Option(None, "--jsonl", help="Write one JSON record per frame here (source_id says which source)."),
-    save_anomalies: Optional[str] = typer.Option(None, "--save-anomalies", help="Folder for NNNNNN_frame.png and NNNNNN_overlay.png of anomalous frames (several sources: one subfolder each, 0/, 1/ ...)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Decision threshold on the normalised score (default 0.5, the artifact's own)."),
-    summary: Optional[str] = typer.Option(None, "--summary", help="Write a JSON summary here at exit."),
-    provider: str = typer.Option("auto", "--provider", help="auto, tensorrt, cuda or cpu (ONNX Runtime provider for .onnx)."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop each source after this many frames."),
-    stats_every: float = typer.Option(5.0, "--stats-every", help="Seconds between statistics lines on stderr."),
-    width: int = typer.Option(1280, "--width", help="CSI camera width."),
-    height: int = typer.Option(720, "--height", help="CSI camera height."),
-    fps: int = typer.Option(30, "--fps", help="CSI camera frame rate."),
-    roi: Optional[str] = typer.Option(None, "--roi", help="Region of interest x,y,w,h in frame pixels (default: the artifact's own, from training)."),
-    tiles: Optional[str] = typer.Option(None, "--tiles", help="Tiles RxC (default: the artifact's own, from training)."),
-    drift: str = typer.Option("warn", "--drift", help="Drift watch against the training images: off | warn | stop."),
-    drift_window: Optional[int] = typer.Option(None, "--drift-window", help="Frames per source the drift watch averages over (default 300)."),
-) -> None:
-    """Detect anomalies live: cameras, streams, video files or image folders -> verdicts and overlays."""
-    run(model, camera, source, headless=headless, save=save, jsonl=jsonl, save_anomalies=save_anomalies,
-        threshold=threshold, summary=summary, provider=provider, max_frames=max_frames, stats_every=stats_every,
-        width=width, height=height, fps=fps, roi=roi, tiles=tiles, drift=drift, drift_window=drift_window)

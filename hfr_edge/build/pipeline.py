@@ -1,8 +1,9 @@
-"""`hfr-edge build`: ONNX graph -> TensorRT engine for this device (model.engine + model.engine.json).
+"""`hfr-edge build` without its CLI: ONNX graph -> TensorRT engine for this device (model.engine +
+model.engine.json).
 
-It checks for TensorRT and a GPU before reading or writing anything; makes the precision variant
-the engine needs (the fp16 graph, or the calibrated Q/DQ int8 graph) with the earlier stages;
-picks the API calls for this TensorRT version (plan.make_plan); and builds (engine.build_engine).
+It checks for TensorRT and a GPU before reading or writing anything; has the precision variant the
+engine needs (the fp16 graph, or the calibrated Q/DQ int8 graph) made by variants.py; picks the API
+calls for this TensorRT version (plan.make_plan); and builds (engine.build_engine).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import re
 from pathlib import Path
 from typing import Optional, Tuple
 
-import typer
-
+from ..base import console
 from ..base.artifact import ArtifactMeta, load_meta
+from ..base.contract import PRECISIONS
 from ..base.errors import HfrError
 from ..calib.defaults import DEFAULT_METHOD, int8_name
 from ..runtime.trtinfo import describe_missing
@@ -54,13 +55,13 @@ def source_step(graph_precision: str, requested: Optional[str]) -> str:
                    f"build the fp32 graph with --{requested}, or this one without a precision option")
 
 
-def find_calib_images(model_path: Path, meta: ArtifactMeta, calib: Optional[str]) -> Path:
-    """--calib DIR, else calib/ beside the graph, else the training images recorded in the graph
+def find_calib_images(model_path: Path, meta: ArtifactMeta, images: Optional[str]) -> Path:
+    """--images DIR, else calib/ beside the graph, else the training images recorded in the graph
     (for an MVTec folder its train/good, never the test defects)."""
-    if calib:
-        p = Path(calib)
+    if images:
+        p = Path(images)
         if not p.exists():
-            raise HfrError(f"--calib {p}: not found; give a folder of 100-500 representative frames")
+            raise HfrError(f"--images {p}: not found; give a folder of 100-500 representative frames")
         return p
     beside = model_path.parent / "calib"
     if beside.is_dir():
@@ -73,7 +74,7 @@ def find_calib_images(model_path: Path, meta: ArtifactMeta, calib: Optional[str]
                 return sub
         return Path(data)
     raise HfrError(f"--int8 needs calibration images: put 100-500 representative frames from the line in "
-                   f"{beside}/ or give --calib DIR")
+                   f"{beside}/ or give --images DIR")
 
 
 def _fresh_int8(int8_path: Path, fp32_path: Path) -> bool:
@@ -85,27 +86,20 @@ def _fresh_int8(int8_path: Path, fp32_path: Path) -> bool:
         return False
 
 
-def build_command(
-    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="ONNX graph to build (default: model.onnx here)."),
-    fp16: bool = typer.Option(False, "--fp16", help="Build in fp16 (converts an fp32 graph first)."),
-    int8: bool = typer.Option(False, "--int8", help="Build in int8 (calibrates an fp32 graph first)."),
-    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration images for --int8 (default: calib/ beside the graph, else the training images)."),
-    n: int = typer.Option(200, "-n", help="Calibration images to use at most."),
-    method: str = typer.Option(DEFAULT_METHOD, "--method", help="Calibration method for activation ranges."),
-    batch: str = typer.Option("1:1:8", "--batch", help="Batch sizes MIN:OPT:MAX the engine accepts."),
-    workspace: str = typer.Option("2G", "--workspace", help="Builder workspace memory limit, e.g. 512M, 2G."),
-    timing_cache: Optional[str] = typer.Option(None, "--timing-cache", help="Timing cache file to read and update (faster rebuilds)."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="Engine path (default: model.engine here)."),
-) -> None:
-    """Build a TensorRT engine for THIS device (engines are specific to the GPU and TensorRT version)."""
-    if fp16 and int8:
-        raise HfrError("--fp16 and --int8 are exclusive: choose one precision")
+def build_for_device(model: Optional[str] = None, precision: Optional[str] = None, images: Optional[str] = None,
+                     frames: int = 200, method: str = DEFAULT_METHOD, batch: str = "1:1:8", workspace: str = "2G",
+                     timing_cache: Optional[str] = None, output: Optional[str] = None) -> Path:
+    """`hfr-edge build`: every option checked, then TensorRT and a GPU, before anything is read or
+    written; the precision variant made by its stage (variants.py); the plan; the engine. `precision`:
+    None (as the graph is), fp32, fp16 or int8. Returns the engine's path."""
+    if precision not in (None,) + PRECISIONS:
+        raise HfrError(f"--precision {precision!r} must be one of {', '.join(PRECISIONS)}")
     batch_range = parse_batch(batch)
     workspace_bytes = parse_size(workspace)
-    if n < 1:
-        raise HfrError(f"-n {n} must be at least 1")
-    if calib and not int8:
-        raise HfrError(f"--calib {calib} applies to --int8 builds; add --int8 to calibrate with it")
+    if frames < 1:
+        raise HfrError(f"-n {frames} must be at least 1")
+    if images and precision != "int8":
+        raise HfrError(f"--images {images} applies to --int8 builds; add --int8 to calibrate with it")
     missing = describe_missing()
     if missing:
         raise HfrError(missing)
@@ -120,33 +114,37 @@ def build_command(
         if p is not None and not p.parent.is_dir():
             raise HfrError(f"{what} {p}: folder {p.parent} does not exist; create it or choose another path")
     meta = load_meta(model_path)
-    requested = "fp16" if fp16 else "int8" if int8 else None
+    if precision == "fp32" and meta.precision != "fp32":
+        raise HfrError(f"--precision fp32: {model_path} is a {meta.precision} graph; build the fp32 graph (model.onnx)")
+    requested = None if precision == "fp32" else precision
     step = source_step(meta.precision, requested)
-    if calib and step != "calibrate":
-        print(f"note: --calib is not used: {model_path} is already an int8 graph")
+    if images and step != "calibrate":
+        console.say(f"note: --images is not used: {model_path} is already an int8 graph")
     existing = int8_name(model_path)
-    if step == "calibrate" and not calib and _fresh_int8(existing, model_path):
-        print(f"using {existing} (calibrated from {model_path} by `hfr-edge calibrate`; give --calib DIR to recalibrate)")
+    if step == "calibrate" and not images and _fresh_int8(existing, model_path):
+        console.say(f"using {existing} (calibrated from {model_path} by `hfr-edge calibrate`; "
+                    f"give --images DIR to recalibrate)")
         model_path, meta, step = existing, load_meta(existing), "as_is"
-    images = find_calib_images(model_path, meta, calib) if step == "calibrate" else None
+    calib_images = find_calib_images(model_path, meta, images) if step == "calibrate" else None
 
     from ..runtime.trtinfo import import_tensorrt  # noqa: PLC0415
+    from ..variants import calibrate_model, make_fp16  # noqa: PLC0415
     from .engine import api_of, build_engine  # noqa: PLC0415
     from .plan import make_plan  # noqa: PLC0415
 
     trt = import_tensorrt()
     target = requested or meta.precision
     make_plan(trt.__version__, api_of(trt), target)  # refuse an unusable TensorRT before the slow steps
-    from ..variants import calibrate_model, make_fp16  # noqa: PLC0415
-
     graph = model_path
     if step == "fp16":
         graph = make_fp16(model_path)
     elif step == "calibrate":
-        print(f"calibrating {model_path} with up to {n} images from {images} ({method}): {int8_name(model_path)}")
-        graph = calibrate_model(model_path, str(images), int8_name(model_path), n=n, method=method)
+        console.say(f"calibrating {model_path} with up to {frames} images from {calib_images} ({method}): "
+                    f"{int8_name(model_path)}")
+        graph = calibrate_model(model_path, str(calib_images), int8_name(model_path), n=frames, method=method)
     graph_precision = load_meta(graph).precision
     plan = make_plan(trt.__version__, api_of(trt), graph_precision, target if target != graph_precision else None)
     for note in plan.notes:
-        print(note)
+        console.say(note)
     build_engine(graph, out, plan, batch_range, workspace_bytes, timing_cache)
+    return out

@@ -1,0 +1,30 @@
+"""`hfr-edge calibrate MODEL --images DIR|VIDEO|GLOB`: the explicit INT8 (Q/DQ) graph, and what it costs."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from ..calib.defaults import DEFAULT_METHOD
+from .options import FORMAT_HELP, FRAMES_HELP, IMAGES_HELP, NORMAL_CLASS_HELP, ROI_HELP, TEST_HELP
+
+
+def calibrate_command(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="fp32 graph from `hfr-edge export`")] = "model.onnx",
+    images: Annotated[str, typer.Option("--images", help=IMAGES_HELP)] = ...,
+    frames: Annotated[int, typer.Option("-n", "--frames", help=FRAMES_HELP)] = 200,
+    method: Annotated[str, typer.Option(help="Activation ranges: minmax | entropy | percentile")] = DEFAULT_METHOD,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="int8 graph to write (default: <model>.int8.onnx)")] = None,
+    eval_data: Annotated[Optional[str], typer.Option("--eval", help="Labelled dataset: report fp32 vs int8 AUROC on its test set")] = None,
+    test: Annotated[Optional[str], typer.Option("--test", help=f"--eval: {TEST_HELP}")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=f"--eval: {FORMAT_HELP}")] = "auto",
+    normal_class: Annotated[Optional[str], typer.Option("--normal-class", help=f"--eval: {NORMAL_CLASS_HELP}")] = None,
+    roi: Annotated[Optional[str], typer.Option("--roi", help=ROI_HELP)] = None,
+) -> None:
+    """Calibrate an fp32 graph into an explicit INT8 (Q/DQ) graph for TensorRT, and report its accuracy."""
+    from ..variants import calibrate_model
+
+    calibrate_model(model, images, output, n=frames, method=method, eval_data=eval_data, eval_format=fmt,
+                    eval_normal_class=normal_class, eval_test=test, roi=roi)

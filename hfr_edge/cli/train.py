@@ -1,0 +1,61 @@
+"""`hfr-edge train DATA`: fit the decoder on normal images and write a checkpoint."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from ..config import ModelConfig, TrainConfig
+from .options import FORMAT_HELP, NORMAL_CLASS_HELP, TEST_HELP
+
+
+def train_command(
+    data: Annotated[str, typer.Argument(help="Dataset folder (MVTec AD layout, image folder, MNIST/Fashion-MNIST IDX, CIFAR-10)")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write")] = "ckpt.pt",
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+    normal_class: Annotated[Optional[str], typer.Option("--normal-class", help=NORMAL_CLASS_HELP)] = None,
+    test: Annotated[Optional[str], typer.Option("--test", help=TEST_HELP)] = None,
+    backbone: Annotated[str, typer.Option(help="Frozen encoder: efficientnet_lite0 | resnet18 | wide_resnet50_2")] = ModelConfig.backbone,
+    weights: Annotated[Optional[str], typer.Option(help="torchvision-format ImageNet weights (.pth) for the ResNets")] = None,
+    image_size: Annotated[int, typer.Option(help="Square input size, a multiple of 32")] = ModelConfig.image_size,
+    score: Annotated[str, typer.Option(help="Image score from the map: auto (mean for the one-class formats mnist, "
+                                            "fashion-mnist, cifar10; max otherwise) | max | mean")] = "auto",
+    level_weights: Annotated[Optional[str], typer.Option(help="Weights of the stride 4, 8, 16 levels in the map, "
+                                                               "e.g. 0.25,1,1 (default: the product's)")] = None,
+    decoder_widths: Annotated[Optional[str], typer.Option(help="Decoder channels at strides 16, 8, 4, e.g. "
+                                                                "256,128,64 (default: the product's)")] = None,
+    bottleneck: Annotated[int, typer.Option(help="Squeeze the deepest features to this many channels before the "
+                                                 "decoder (0: none)")] = ModelConfig.bottleneck,
+    up_kernel: Annotated[int, typer.Option(help="Kernel of the decoder's x2 transposed convolutions: 4 "
+                                                "(overlapping) or 2")] = ModelConfig.up_kernel,
+    tap16: Annotated[str, typer.Option(help="Stride-16 level where the backbone has two stages there "
+                                            "(efficientnet_lite0): early (stage 4, 80 ch) | late (stage 5, 112 ch)")] = ModelConfig.tap16,
+    epochs: Annotated[int, typer.Option(help="Passes over the training images")] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per decoder step")] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate")] = TrainConfig.lr,
+    seed: Annotated[int, typer.Option(help="Seeds the held-out split, the decoder's initial weights and the batch order")] = TrainConfig.seed,
+    holdout: Annotated[float, typer.Option(help="Share of good images held out for the normalisation statistics")] = TrainConfig.holdout,
+    device: Annotated[str, typer.Option(help="PyTorch device: auto | cpu | cuda")] = TrainConfig.device,
+    roi: Annotated[Optional[str], typer.Option(help="Region of interest x,y,w,h in pixels of the images; stored in the "
+                                                    "checkpoint, so eval, calibrate and run crop the same")] = None,
+    aspect: Annotated[str, typer.Option(help="A region that is not square becomes the model input by: letterbox "
+                                             "(scaled to fit, grey bars: the part keeps its shape) | squash (stretched)")] = "letterbox",
+    tiles: Annotated[str, typer.Option(help="Cut the region into RxC overlapping tiles, each a model input, for small "
+                                            "defects on large frames, e.g. 2x2; the frame's score is its largest tile score")] = "1x1",
+    overlap: Annotated[float, typer.Option(help="Share of a tile it shares with its neighbour (--tiles)")] = 0.25,
+) -> None:
+    """Train the HFR-AE decoder on normal images and write a checkpoint."""
+    from ..base.view import View, parse_roi, parse_tiles
+    from ..train import parse_triple, train_checkpoint
+
+    weights3 = ModelConfig.level_weights if level_weights is None else parse_triple(level_weights, "--level-weights", float)
+    widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
+    mcfg = ModelConfig(backbone=backbone, image_size=image_size, level_weights=weights3, decoder_widths=widths,
+                       bottleneck=bottleneck, up_kernel=up_kernel, tap16=tap16,
+                       score=score if score in ("max", "mean") else "max")
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
+    view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)
+    train_checkpoint(data, output, mcfg, tcfg, score=score, fmt=fmt, normal_class=normal_class, test=test,
+                     weights=weights, view=view)
