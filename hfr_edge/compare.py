@@ -45,9 +45,8 @@ def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", norma
     """Image/pixel metrics of both artifacts on a labelled test set (each through its view, `roi`
     replacing their ROI), their drops and their agreement."""
     from .data import open_dataset
-    from .evaluate import open_view_scorer
+    from .evaluate import open_view_scorer, score_view_items
     from .metrics import summarize
-    from .viewdata import score_view_items
 
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if not ds.test:

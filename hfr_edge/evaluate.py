@@ -15,6 +15,7 @@ import numpy as np
 from .base import console
 from .base.contract import THRESHOLD
 from .base.errors import HfrError
+from .base.view import View
 
 CHUNK = 64  # images per evaluation step: bounds memory on large test sets
 
@@ -82,6 +83,38 @@ def score_items(predict, items, size: int, with_masks: bool, keep_maps: bool = T
                   skipped, time.time() - t0)
 
 
+def score_view_items(predict, items, view: View, size: int, with_masks: bool, keep_maps: bool = True,
+                     out_hw: Optional[Tuple[int, int]] = None, warn=None):
+    """score_items through a view: scores per image (the largest tile score) and region
+    maps stitched at out_hw (default: region_hw of the first image), masks cropped alike."""
+    from .viewdata import frame_scores, load_view_items, region_hw, split_frames
+
+    warn = warn or console.warn
+    t0 = time.time()
+    labels, defects, keys, scores, maps, masks, skipped = [], [], [], [], [], [], []
+    for i in range(0, len(items), CHUNK):
+        b = load_view_items(items[i:i + CHUNK], view, size, with_masks=with_masks, out_hw=out_hw, warn=warn)
+        skipped += b.skipped
+        if not b.kept:
+            continue
+        if out_hw is None:
+            out_hw = region_hw(view, *b.shapes[0], size)
+        m, s = predict(b.x)
+        labels += [it.label for it in b.kept]
+        defects += [it.defect for it in b.kept]
+        keys += [it.key for it in b.kept]
+        scores.append(frame_scores(s, b.counts))
+        if keep_maps:
+            maps += [view.stitch(tm, h, w, out_hw) for tm, (h, w) in zip(split_frames(np.asarray(m), b.counts), b.shapes)]
+        if b.masks is not None:
+            masks.append(b.masks)
+    if not scores:
+        raise HfrError("no readable test image; check the dataset's test folder")
+    return Scores(np.asarray(labels, np.int64), defects, keys, np.concatenate(scores),
+                  np.stack(maps).astype(np.float32) if maps else None, np.concatenate(masks) if masks else None,
+                  skipped, time.time() - t0)
+
+
 def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
              test: Optional[str] = None, provider: str = "auto", figures: Optional[str] = None,
              roi: Optional[str] = None, map_hw: Optional[Tuple[int, int]] = None, tiles: Optional[str] = None) -> dict:
@@ -89,7 +122,6 @@ def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional
     pixel metrics at this (rows, cols) resolution of the region (default: viewdata.region_hw)."""
     from .data import open_dataset
     from .metrics import summarize
-    from .viewdata import score_view_items
 
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if not ds.test:

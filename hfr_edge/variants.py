@@ -10,7 +10,7 @@ from typing import Optional, TextIO
 from .base import console
 from .base.errors import HfrError
 from .base.fsio import write_json_atomic
-from .base.view import view_for
+from .base.view import view_for, view_inputs
 from .calib.defaults import DEFAULT_METHOD
 
 
@@ -34,7 +34,6 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     from .calib.calibrate import calibrate, check_source, holdout_split  # noqa: PLC0415 - onnx
     from .calib.frames import collect_frames  # noqa: PLC0415
     from .compare import compare_frames, compare_on_dataset, print_comparison, report_path  # noqa: PLC0415
-    from .viewdata import view_inputs  # noqa: PLC0415
 
     if eval_test and not eval_data:
         raise HfrError(f"--test {eval_test} applies to --eval DATA (a folder of good images); add --eval")

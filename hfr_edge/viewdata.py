@@ -5,7 +5,6 @@ stitched back. The same View.inputs the runtime uses, so what is trained is what
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -16,8 +15,6 @@ from .base.console import show
 from .base.errors import HfrError
 from .base.images import cv2_module, preprocess
 from .base.view import View
-
-CHUNK = 64  # images per evaluation step: bounds memory on large test sets
 
 
 @dataclass
@@ -103,38 +100,9 @@ def frame_scores(tile_scores: np.ndarray, counts: Sequence[int]) -> np.ndarray:
     return np.array([float(s.max()) for s in split_frames(np.asarray(tile_scores), counts)], np.float32)
 
 
-def score_view_items(predict, items, view: View, size: int, with_masks: bool, keep_maps: bool = True,
-                     out_hw: Optional[Tuple[int, int]] = None, warn=None):
-    """evaluate.score_items through a view: scores per image (the largest tile score) and region
-    maps stitched at out_hw (default: region_hw of the first image), masks cropped alike."""
-    from .evaluate import Scores  # noqa: PLC0415 - the one result type of evaluation
-
-    warn = warn or console.warn
-    t0 = time.time()
-    labels, defects, keys, scores, maps, masks, skipped = [], [], [], [], [], [], []
-    for i in range(0, len(items), CHUNK):
-        b = load_view_items(items[i:i + CHUNK], view, size, with_masks=with_masks, out_hw=out_hw, warn=warn)
-        skipped += b.skipped
-        if not b.kept:
-            continue
-        if out_hw is None:
-            out_hw = region_hw(view, *b.shapes[0], size)
-        m, s = predict(b.x)
-        labels += [it.label for it in b.kept]
-        defects += [it.defect for it in b.kept]
-        keys += [it.key for it in b.kept]
-        scores.append(frame_scores(s, b.counts))
-        if keep_maps:
-            maps += [view.stitch(tm, h, w, out_hw) for tm, (h, w) in zip(split_frames(np.asarray(m), b.counts), b.shapes)]
-        if b.masks is not None:
-            masks.append(b.masks)
-    if not scores:
-        raise HfrError("no readable test image; check the dataset's test folder")
-    return Scores(np.asarray(labels, np.int64), defects, keys, np.concatenate(scores),
-                  np.stack(maps).astype(np.float32) if maps else None, np.concatenate(masks) if masks else None,
-                  skipped, time.time() - t0)
-
-
-def view_inputs(frames: Sequence[np.ndarray], view: View, size: int) -> np.ndarray:
-    """Frames (calibration's) -> every model input of their view, float32 (sum of tiles, 3, S, S)."""
-    return preprocess([t for i, f in enumerate(frames) for t in view.inputs(f, size, name=f"frame {i}")], size)
+def head(b: ViewBatch, n: int) -> ViewBatch:
+    """The first n frames of a batch."""
+    n = min(n, len(b.counts))
+    k = sum(b.counts[:n])
+    return ViewBatch(b.x[:k], b.counts[:n], b.shapes[:n], b.kept[:n], [], None,
+                     None if b.regions is None else b.regions[:n])

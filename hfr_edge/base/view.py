@@ -217,6 +217,13 @@ def unfit(amap: np.ndarray, crop_wh: Tuple[int, int], out_wh: Tuple[int, int], a
     return m
 
 
+def view_inputs(frames: Sequence[np.ndarray], view: View, size: int) -> np.ndarray:
+    """Frames (calibration's) -> every model input of their view, float32 (sum of tiles, 3, S, S)."""
+    from .images import preprocess  # noqa: PLC0415
+
+    return preprocess([t for i, f in enumerate(frames) for t in view.inputs(f, size, name=f"frame {i}")], size)
+
+
 def parse_roi(text: Optional[str]) -> Optional[Tuple[int, int, int, int]]:
     """'x,y,w,h' (pixels) -> a tuple; None stays None."""
     if text is None:

@@ -16,7 +16,7 @@ from ..base import console
 from ..base.artifact import ArtifactMeta, drop_stale_meta, load_meta, sidecar, write_meta
 from ..base.errors import HfrError
 from ..base.fsio import atomic_path
-from ..base.view import view_for
+from ..base.view import view_for, view_inputs
 from ..export.graph import graph_meta, load_onnx, set_graph_meta
 from .defaults import DEFAULT_METHOD, int8_name
 from .qdq import METHODS, qdq_problems, quantize
@@ -53,8 +53,6 @@ def calibrate(onnx_path, frames: Sequence[np.ndarray], out_path=None, method: st
               source: str = "", log: Optional[TextIO] = None, roi: Optional[str] = None) -> Path:
     """Write the int8 graph of `onnx_path` calibrated on `frames` (RGB, any size) and its JSON; returns its path.
     The frames are cut as the graph's view says (its ROI, or `roi` instead), as the camera's will be."""
-    from ..viewdata import view_inputs  # noqa: PLC0415
-
     src, out, meta = check_source(onnx_path, out_path, method)
     t0 = time.time()
     view = view_for(meta.extra.get("view"), roi, str(src))

@@ -127,7 +127,7 @@ def _run(model, pairs, outs: Outputs, *, headless, threshold, provider, max_fram
         feeds = Feeds(sources, max_frames)
         lanes = []
         for f in feeds.items:
-            lane = Lane(f, SourceStats(f), watch=watch(f.src.describe()) if watch else None)
+            lane = Lane(f, SourceStats(f), watch=watch(f.index, f.src.describe()) if watch else None)
             if not headless:
                 title = "hfr-edge" if len(sources) == 1 else f"hfr-edge [{f.index}] {f.src.name}"
                 lane.display = stack.enter_context(contextlib.closing(Display(title)))
