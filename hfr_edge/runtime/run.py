@@ -84,12 +84,13 @@ def run(model: Optional[str] = None, camera: Specs = None, source: Specs = None,
         provider: str = "auto", max_frames: Optional[int] = None, stats_every: float = 5.0,
         width: int = 1280, height: int = 720, fps: int = 30, stall_timeout: float = 5.0,
         roi: Optional[str] = None, tiles: Optional[str] = None, drift: str = "warn",
-        drift_window: Optional[int] = None,
+        drift_window: Optional[int] = None, max_reconnects: Optional[int] = None,
         log: Optional[TextIO] = None, opener: Callable[..., Runner] = open_runner) -> dict:
     """Run the detector over one or more sources; returns the summary dict (also written to `summary`).
 
     camera / source: one spec or a list each (several sources share the runner, one batch per tick);
-    max_frames counts per source. roi / tiles replace the artifact's own. Messages go to `log` (a text
+    max_frames counts per source; max_reconnects: a live source gives up (and fails) after so many
+    reconnects without a frame (None: never). roi / tiles replace the artifact's own. Messages go to `log` (a text
     file; None: the console). `opener(path, provider=...)` opens the model (the CLI passes the opener
     that also takes a checkpoint)."""
     _check_args(threshold, max_frames, stats_every)
@@ -100,14 +101,14 @@ def run(model: Optional[str] = None, camera: Specs = None, source: Specs = None,
         return _run(model, pairs, outs, headless=headless, threshold=threshold, provider=provider,
                     max_frames=max_frames, stats_every=stats_every, width=width, height=height, fps=fps,
                     stall_timeout=stall_timeout, roi=roi, tiles=tiles, drift=drift, drift_window=drift_window,
-                    log=log, opener=opener)
+                    max_reconnects=max_reconnects, log=log, opener=opener)
     except BaseException:
         remove_if_empty(outs.created)  # a failed run leaves no empty folder of its own behind
         raise
 
 
 def _run(model, pairs, outs: Outputs, *, headless, threshold, provider, max_frames, stats_every, width,
-         height, fps, stall_timeout, roi, tiles, drift, drift_window, log, opener) -> dict:
+         height, fps, stall_timeout, roi, tiles, drift, drift_window, max_reconnects, log, opener) -> dict:
     from .drift import open_watch  # noqa: PLC0415
 
     if model is None:
@@ -121,7 +122,8 @@ def _run(model, pairs, outs: Outputs, *, headless, threshold, provider, max_fram
         watch = open_watch(drift, runner.meta.extra.get("reference"), view, drift_window, model, log)
         sources = []
         for cam, src in pairs:
-            s = open_source(cam, src, width=width, height=height, fps=fps, stall_timeout=stall_timeout)
+            s = open_source(cam, src, width=width, height=height, fps=fps, stall_timeout=stall_timeout,
+                            max_reconnects=max_reconnects)
             stack.callback(s.close)  # after the feeds have stopped reading it (closed below, first)
             sources.append(s)
         feeds = Feeds(sources, max_frames)
