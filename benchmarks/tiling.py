@@ -5,7 +5,7 @@ common resolution (--map-size, default 512: what 2x2 tiles of 256 resolve; the u
 upsampled to it), also at the untiled model's own 256, and the untiled model cut into tiles at
 evaluation only (the same weights, tiles it never saw). Prints a table, writes JSON.
 
-    python benchmarks/tiling.py [--epochs 15] [--tiles 2x2] [--overlap 0.25] [--map-size 512] [--tag T] [--reuse]
+    python benchmarks/tiling.py [--epochs 8] [--tiles 2x2] [--overlap 0.25] [--map-size 512] [--tag T] [--reuse]
 """
 
 import argparse
@@ -18,7 +18,7 @@ from common import DATASETS, RESULTS, need, table, write_json
 DEFECTS = ("broken_small", "contamination")
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--epochs", type=int, default=15, help="modest: the machine is shared (README figures use 30)")
+ap.add_argument("--epochs", type=int, default=8, help="modest: the machine is shared (README figures use 30)")
 ap.add_argument("--image-size", type=int, default=256)
 ap.add_argument("--tiles", default="2x2")
 ap.add_argument("--overlap", type=float, default=0.25)

@@ -82,9 +82,10 @@ def test_roi_round_trip_through_every_artifact(roi_ckpt, syn_data, tmp_path):
 
     want = {"roi": list(ROI), "aspect": "letterbox", "tiles": [1, 1], "overlap": 0.25}
     ckpt = torch.load(roi_ckpt, weights_only=True)
-    assert ckpt["view"] == want and ckpt["reference"]["frames"] >= 1
+    assert ckpt["view"] == want and ckpt["reference"]["frames"] == ckpt["train"]["holdout_frames"] >= 1
+    assert set(ckpt["reference"]["stats"]) == {"brightness", "contrast", "sharpness", "layout", "score"}
     onnx = export_onnx(str(roi_ckpt), str(tmp_path / "model.onnx"))
-    assert load_meta(onnx).extra["view"] == want
+    assert load_meta(onnx).extra["view"] == want and load_meta(onnx).extra["reference"] == ckpt["reference"]
     assert graph_meta(load_onnx(onnx), "g").extra["view"] == want  # a graph that lost its JSON still knows
     int8 = calibrate_model(onnx, str(syn_data / "train" / "good"), n=6, report=False)
     assert load_meta(int8).extra["view"] == want

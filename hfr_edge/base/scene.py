@@ -26,9 +26,16 @@ def analysis_side(view, image_size: int) -> int:
 
 
 def grey(rgb: np.ndarray, side: int) -> np.ndarray:
-    """(h, w, 3) uint8 -> float32 grey in [0, 1] with its long side `side` (area-averaged when shrinking)."""
+    """(h, w, 3) uint8 -> float32 grey in [0, 1] with its long side `side` (area-averaged when shrinking).
+    A large frame is first averaged down by a whole factor: OpenCV's fast path (a 1080p frame: ~5 ms
+    instead of ~25 ms for one area resize by 7.5)."""
     cv2 = cv2_module()
-    g = cv2.cvtColor(to_rgb_uint8(rgb, "frame"), cv2.COLOR_RGB2GRAY)
+    rgb = to_rgb_uint8(rgb, "frame")
+    k = max(rgb.shape[:2]) // side
+    if k >= 2:  # the fast path needs whole multiples: the last few rows and columns are left out
+        h, w = rgb.shape[0] // k, rgb.shape[1] // k
+        rgb = cv2.resize(rgb[:h * k, :w * k], (w, h), interpolation=cv2.INTER_AREA)
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     h, w = g.shape
     scale = side / max(h, w)
     size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))

@@ -20,6 +20,7 @@ from ..base.scene import STATS, frame_stats, layout_distance
 
 MODES = ("off", "warn", "stop")
 WINDOW = 300  # frames per source: 10 s of a 30 fps camera
+PIXELS_PER_SAMPLE = 500_000  # a larger region is measured every k-th frame (1080p: every 4th), bounding the cost
 # stat: (k standard deviations, absolute floor, floor relative to |mean|, lower side checked)
 RULES: Dict[str, Tuple[float, float, float, bool]] = {
     "brightness": (4.0, 0.06, 0.0, True),
@@ -60,8 +61,9 @@ class DriftWatch:
         sig = ref.get("layout_signature")
         self.signature = None if sig is None else np.asarray(sig, np.float64)
         self.ranges = normal_ranges(ref)
-        self._ring = np.zeros((self.window, len(STATS)), np.float64)
-        self.seen = 0
+        self.every = 0  # frames per sample, set by the first frame's size
+        self._ring = np.zeros((0, len(STATS)), np.float64)
+        self.seen = self.samples = 0
         self.out: Dict[str, bool] = {name: False for name in self.ranges}
         self.events = 0
 
@@ -73,9 +75,16 @@ class DriftWatch:
         return np.array([b, c, s, d, score], np.float64)
 
     def update(self, frame, result) -> List[dict]:
-        self._ring[self.seen % self.window] = self.measure(frame.rgb, result.score)
+        if not self.every:
+            x0, y0, x1, y1 = self.view.region(*frame.rgb.shape[:2])
+            self.every = max(1, round((x1 - x0) * (y1 - y0) / PIXELS_PER_SAMPLE))
+            self._ring = np.zeros((max(2, -(-self.window // self.every)), len(STATS)), np.float64)
         self.seen += 1
-        if self.seen < self.window:
+        if (self.seen - 1) % self.every:
+            return []
+        self._ring[self.samples % len(self._ring)] = self.measure(frame.rgb, result.score)
+        self.samples += 1
+        if self.samples < len(self._ring):
             return []  # judged on full windows only
         mean = self._ring.mean(0)
         events = []
