@@ -64,19 +64,28 @@ class Feed:
                 self.done = True
                 self._ready.notify_all()
 
+    @property
+    def capped(self) -> bool:
+        """It has given its --frames."""
+        return self._max is not None and self.taken >= self._max
+
+    @property
+    def ready(self) -> bool:
+        return self.slot is not None and not self.capped
+
     def take(self) -> Optional[Frame]:
         """The waiting frame, or None (call with the condition held)."""
         frame, self.slot = self.slot, None
         if frame is not None:
             self.taken += 1
-            if self._max is not None and self.taken >= self._max:
+            if self.capped:
                 self.stop()
         return frame
 
     @property
     def finished(self) -> bool:
         """Nothing more will come from this feed."""
-        return self.slot is None and (self.done or (self._max is not None and self.taken >= self._max))
+        return self.capped or (self.slot is None and self.done)
 
     def stop(self) -> None:
         self._stop.set()
@@ -91,7 +100,7 @@ class Feed:
             self._thread.join(timeout=5.0)
         if self.live and self.slot is not None:
             self.overwritten += 1  # captured, never processed: a drop
-            self.slot = None
+        self.slot = None
         if not self._thread.is_alive():
             self.src.close()
 
@@ -115,7 +124,7 @@ class Feeds:
             while True:
                 if stopped():
                     return None
-                got = [(f, f.take()) for f in self.items if f.slot is not None]
+                got = [(f, f.take()) for f in self.items if f.ready]
                 if got:
                     self.ready.notify_all()  # file readers wait for their slot to empty
                     return got

@@ -159,6 +159,7 @@ def _run(model, pairs, outs: Outputs, *, headless, threshold, provider, max_fram
                                stats_every, log, on_drift)
                 stopped_by = flag.signal or why or _why_ended(feeds, max_frames)
             finally:
+                feeds.close()  # readers stopped first: a frame they held counts as dropped in the summary
                 result = _summary(stats, feeds, lanes, model=str(Path(model)), backend=runner.backend,
                                   precision=runner.meta.precision, image_size=size, threshold=thr,
                                   stopped_by=stopped_by, view=view.to_dict(), drift=drift)
