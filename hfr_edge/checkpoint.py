@@ -7,7 +7,7 @@ import io
 import pickle
 import warnings
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -17,8 +17,10 @@ from .base.fsio import atomic_path
 from .model import HFRAE, DeployModel
 
 
-def save_checkpoint(path, model: HFRAE, stats: NormStats, summary: dict) -> Path:
+def save_checkpoint(path, model: HFRAE, stats: NormStats, summary: dict, extra: Optional[dict] = None) -> Path:
+    """`extra`: more top-level entries of plain data (the view, the reference of normal frames)."""
     ckpt = {
+        **(extra or {}),
         "format": CKPT_FORMAT,
         "version": CKPT_VERSION,
         "config": model.cfg.to_dict(),

@@ -79,11 +79,12 @@ def speed_vs_fp32(fp32: str, int8: str, size: int, rounds: int = 6, slot_s: floa
 
 
 def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
-                       test: Optional[str] = None, provider8: str = "cpu") -> dict:
-    """Image/pixel metrics of both artifacts on a labelled test set (fp32 on ONNX Runtime's CPU
-    provider, int8 on `provider8`), their drops and their agreement."""
+                       test: Optional[str] = None, provider8: str = "cpu", roi: Optional[str] = None) -> dict:
+    """Image/pixel metrics of both artifacts on a labelled test set (each through its view, `roi`
+    replacing their ROI; fp32 on ONNX Runtime's CPU provider, int8 on `provider8`), their drops and
+    their agreement."""
     from .data import open_dataset
-    from .evaluate import open_scorer, score_items
+    from .evaluate import open_view_scorer, score_view_items
     from .metrics import summarize
 
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
@@ -92,8 +93,8 @@ def compare_on_dataset(fp32: str, int8: str, data: str, fmt: str = "auto", norma
     out = {}
     runs = {}
     for name, path, provider in (("fp32", fp32, "cpu"), ("int8", int8, provider8)):
-        with open_scorer(path, provider) as (predict, size, _, _):
-            r = score_items(predict, ds.test, size, with_masks=ds.has_masks)
+        with open_view_scorer(path, provider, roi) as (predict, size, _, _, view):
+            r = score_view_items(predict, ds.test, view, size, with_masks=ds.has_masks)
         runs[name] = r
         m = summarize(r.labels, r.scores, r.defects, masks=r.masks, maps=r.maps if ds.has_masks else None)
         out[name] = {k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}

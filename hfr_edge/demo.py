@@ -108,20 +108,20 @@ def _prepare_out(out: Path) -> None:
 def _train(data: Path, ckpt: Path, cfg: DemoConfig) -> dict:
     from .checkpoint import save_checkpoint
     from .config import ModelConfig, TrainConfig
-    from .data import load_items, open_dataset
-    from .train import fit, split_holdout
+    from .base.view import View
+    from .data import open_dataset
+    from .train import fit_view, split_holdout
 
     mcfg = ModelConfig(backbone="efficientnet_lite0", image_size=cfg.image_size,
                        decoder_widths=cfg.decoder_widths, sigma=cfg.sigma)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device="auto")
     ds = open_dataset(str(data))
     tr, ho = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
-    x, _, _, _ = load_items([ds.train[i] for i in tr], cfg.image_size)
-    xh, _, _, _ = load_items([ds.train[i] for i in ho], cfg.image_size)
-    with _quiet():
-        model, stats, summary = fit(x, xh, mcfg, tcfg, progress=False)
+    with _quiet():  # through the default view, so the checkpoint carries the reference the drift watch uses
+        model, stats, summary, extra, _, _ = fit_view([ds.train[i] for i in tr], [ds.train[i] for i in ho], View(),
+                                                      mcfg, tcfg, progress=False)
     summary.update(data=str(data.resolve()), format=ds.format, normal_class=None, skipped=[], seed=cfg.seed)
-    save_checkpoint(ckpt, model, stats, summary)
+    save_checkpoint(ckpt, model, stats, summary, extra=extra)
     return summary
 
 

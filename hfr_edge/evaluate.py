@@ -15,6 +15,7 @@ import numpy as np
 from .base import console
 from .base.contract import THRESHOLD
 from .base.errors import HfrError
+from .base.view import View
 
 CHUNK = 64  # images per evaluation step: bounds memory on large test sets
 
@@ -43,6 +44,19 @@ def open_scorer(artifact: str, provider: str = "auto") -> Iterator[Tuple[Callabl
         yield det.predict_batch, det.size, runner.backend, runner.meta.precision
 
 
+@contextlib.contextmanager
+def open_view_scorer(artifact: str, provider: str = "auto", roi: Optional[str] = None, tiles: Optional[str] = None):
+    """open_scorer, plus the artifact's view (its ROI and tiles replaced by `roi`, `tiles` where given)."""
+    from .artifacts import open_artifact
+    from .base.view import view_for
+    from .runtime.detector import Detector
+
+    with open_artifact(artifact, provider=provider) as runner:
+        det = Detector(runner)
+        view = view_for(runner.meta.extra.get("view"), roi, str(artifact), tiles)
+        yield det.predict_batch, det.size, runner.backend, runner.meta.precision, view
+
+
 def score_items(predict, items, size: int, with_masks: bool, keep_maps: bool = True, warn=None) -> Scores:
     from .data import load_items
 
@@ -69,30 +83,68 @@ def score_items(predict, items, size: int, with_masks: bool, keep_maps: bool = T
                   skipped, time.time() - t0)
 
 
+def score_view_items(predict, items, view: View, size: int, with_masks: bool, keep_maps: bool = True,
+                     out_hw: Optional[Tuple[int, int]] = None, warn=None):
+    """score_items through a view: scores per image (the largest tile score) and region
+    maps stitched at out_hw (default: region_hw of the first image), masks cropped alike."""
+    from .viewdata import frame_scores, load_view_items, region_hw, split_frames
+
+    warn = warn or console.warn
+    t0 = time.time()
+    labels, defects, keys, scores, maps, masks, skipped = [], [], [], [], [], [], []
+    for i in range(0, len(items), CHUNK):
+        b = load_view_items(items[i:i + CHUNK], view, size, with_masks=with_masks, out_hw=out_hw, warn=warn)
+        skipped += b.skipped
+        if not b.kept:
+            continue
+        if out_hw is None:
+            out_hw = region_hw(view, *b.shapes[0], size)
+        m, s = predict(b.x)
+        labels += [it.label for it in b.kept]
+        defects += [it.defect for it in b.kept]
+        keys += [it.key for it in b.kept]
+        scores.append(frame_scores(s, b.counts))
+        if keep_maps:
+            maps += [view.stitch(tm, h, w, out_hw) for tm, (h, w) in zip(split_frames(np.asarray(m), b.counts), b.shapes)]
+        if b.masks is not None:
+            masks.append(b.masks)
+    if not scores:
+        raise HfrError("no readable test image; check the dataset's test folder")
+    return Scores(np.asarray(labels, np.int64), defects, keys, np.concatenate(scores),
+                  np.stack(maps).astype(np.float32) if maps else None, np.concatenate(masks) if masks else None,
+                  skipped, time.time() - t0)
+
+
 def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional[str] = None,
-             test: Optional[str] = None, provider: str = "auto", figures: Optional[str] = None) -> dict:
+             test: Optional[str] = None, provider: str = "auto", figures: Optional[str] = None,
+             roi: Optional[str] = None, map_hw: Optional[Tuple[int, int]] = None, tiles: Optional[str] = None) -> dict:
+    """`roi`, `tiles`: crop and tile the test images so instead of as the artifact says; `map_hw`: judge
+    pixel metrics at this (rows, cols) resolution of the region (default: viewdata.region_hw)."""
     from .data import open_dataset
     from .metrics import summarize
 
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if not ds.test:
         raise HfrError(f"{data}: has no test images to evaluate on; give --test DIR with good/ and defect subfolders")
-    with open_scorer(artifact, provider) as (predict, size, backend, precision):
-        r = score_items(predict, ds.test, size, with_masks=ds.has_masks, keep_maps=ds.has_masks or bool(figures))
+    with open_view_scorer(artifact, provider, roi, tiles) as (predict, size, backend, precision, view):
+        r = score_view_items(predict, ds.test, view, size, with_masks=ds.has_masks,
+                             keep_maps=ds.has_masks or bool(figures), out_hw=map_hw)
     report = summarize(r.labels, r.scores, r.defects, masks=r.masks, maps=r.maps if ds.has_masks else None)
     report.update(artifact=str(artifact), data=str(data), format=ds.format, normal_class=ds.normal_class,
                   backend=backend, precision=precision, image_size=size, seconds=round(r.seconds, 2),
                   ms_per_image=round(1000 * r.seconds / max(len(r.scores), 1), 2),
-                  skipped=[k for k, _ in r.skipped])
+                  skipped=[k for k, _ in r.skipped], view=view.to_dict())
+    if r.maps is not None:
+        report["map_size"] = list(r.maps.shape[1:])
     if figures:
-        _figures(Path(figures), ds, r, size)
+        _figures(Path(figures), ds, r, view)
         report["figures"] = str(figures)
     return report
 
 
-def _figures(folder: Path, ds, r: Scores, size: int) -> None:
+def _figures(folder: Path, ds, r: Scores, view) -> None:
     from .figures import save_best_worst, save_roc_png
-    from .base.images import resize_rgb
+    from .viewdata import region_rgb
 
     folder.mkdir(parents=True, exist_ok=True)
     save_roc_png(folder / "roc.png", r.labels, r.scores, "image ROC")
@@ -102,7 +154,7 @@ def _figures(folder: Path, ds, r: Scores, size: int) -> None:
     items = []
     for i in pick:
         items.append({"name": Path(r.keys[i]).stem if "/" in r.keys[i] else r.keys[i].replace(":", "_"),
-                      "rgb": resize_rgb(by_key[r.keys[i]].load(), size), "amap": r.maps[i],
+                      "rgb": region_rgb(view, by_key[r.keys[i]].load(), r.maps.shape[1:]), "amap": r.maps[i],
                       "mask": None if r.masks is None else r.masks[i], "score": float(r.scores[i]),
                       "label": int(r.labels[i])})
     save_best_worst(folder, items, k=4)

@@ -12,6 +12,7 @@ import torch
 from .base.artifact import ArtifactMeta
 from .base.contract import MAP_NAME, SCORE_NAME
 from .base.errors import HfrError
+from .base.view import CARRIED_KEYS
 from .checkpoint import deploy_model, load_checkpoint
 from .runtime.runner import PROVIDER_CHOICES, Runner
 
@@ -33,7 +34,7 @@ class TorchRunner(Runner):
         ckpt = load_checkpoint(path)
         self._module, cfg, stats = deploy_model(ckpt, str(path))
         meta = ArtifactMeta(kind="checkpoint", precision="fp32", image_size=cfg.image_size, model=cfg.to_dict(),
-                            norm=stats.to_dict())
+                            norm=stats.to_dict(), extra={k: ckpt[k] for k in CARRIED_KEYS if k in ckpt})
         super().__init__(path, meta)
         self.device = device_for(provider, self.path.name)
 

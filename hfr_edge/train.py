@@ -222,11 +222,13 @@ def parse_triple(text: str, option: str, kind=float):
 
 def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfig, score: str = "auto",
                      fmt: str = "auto", normal_class: Optional[str] = None, test: Optional[str] = None,
-                     weights: Optional[str] = None) -> Tuple[NormStats, dict]:
+                     weights: Optional[str] = None, view=None) -> Tuple[NormStats, dict]:
     """`hfr-edge train`: open the dataset, fit on its normal images, write the checkpoint to `output`.
-    score "auto" picks the image score from the dataset's format (auto_score); else mcfg.score stands."""
+    score "auto" picks the image score from the dataset's format (auto_score); else mcfg.score stands.
+    `view` (base.view.View): where in each image the model looks; default: the whole image, letterboxed."""
+    from .base.view import View
     from .checkpoint import save_checkpoint
-    from .data import load_items, open_dataset
+    from .data import open_dataset
 
     if score not in ("auto",) + SCORES:
         raise HfrError(f"--score {score!r} must be auto, max or mean")
@@ -240,17 +242,77 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
         mcfg = replace(mcfg, score=auto_score(ds.format))
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
-    x, _, kept, skipped = load_items([ds.train[i] for i in tr_idx], mcfg.image_size)
-    xh, _, kept_h, skipped_h = load_items([ds.train[i] for i in ho_idx], mcfg.image_size)
-    console.say(f"data: {ds.format} {ds.root}: {len(kept)} training + {len(kept_h)} held-out normal images"
-                f"{f', {len(skipped) + len(skipped_h)} skipped' if skipped or skipped_h else ''} "
-                f"({time.time() - t0:.1f} s)")
-    model, stats, summary = fit(x, xh, mcfg, tcfg, weights=weights)
+    model, stats, summary, extra, kept, skipped = fit_view(
+        [ds.train[i] for i in tr_idx], [ds.train[i] for i in ho_idx], view or View(), mcfg, tcfg, weights,
+        what=f"{ds.format} {ds.root}")
     summary.update(data=str(Path(data).resolve()), format=ds.format, normal_class=ds.normal_class,
-                   skipped=[k for k, _ in skipped + skipped_h], seed=tcfg.seed,
-                   total_seconds=round(time.time() - t0, 2))
-    save_checkpoint(out, model, stats, summary)
+                   skipped=[k for k, _ in skipped], seed=tcfg.seed, total_seconds=round(time.time() - t0, 2))
+    save_checkpoint(out, model, stats, summary, extra=extra)
     console.say(f"wrote {out}: loss {summary['final_loss']:.4f}, threshold {stats.threshold:.4f} "
                 f"(held-out normals: mean {stats.score_mean:.4f}, max {stats.score_max:.4f}), "
                 f"{summary['total_seconds']:.0f} s")
     return stats, summary
+
+
+# -- training through a view (base/view.py): ROI, letterbox, tiles; then the reference of normal frames ----
+FALLBACK_FRAMES = 64  # no held-out images: the reference from this many training frames (biased low), as fit() does
+
+
+def normalised_outputs(model, stats: NormStats, x: np.ndarray, batch: int = 32) -> Tuple[np.ndarray, np.ndarray]:
+    """Normalised maps (N, S, S) and scores (N,) through DeployModel, as the exported graph gives them."""
+    import torch
+
+    from .model import DeployModel
+
+    deploy = DeployModel(model, stats).eval()
+    maps, scores = [], []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            m, s = deploy(torch.from_numpy(x[i:i + batch]))
+            maps.append(m.numpy()[:, 0])
+            scores.append(s.numpy())
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+def frame_norm_stats(stats: NormStats, maps: np.ndarray, scores: np.ndarray, counts: List[int],
+                     score_kind: str) -> NormStats:
+    """Tile statistics -> frame statistics: the threshold from held-out FRAME scores (each its largest
+    tile's), so a normal frame of many tiles is not flagged for its noisiest tile. Other fields stay."""
+    from .viewdata import frame_scores
+
+    raw = frame_scores(stats.low + np.asarray(scores, np.float64) / stats.scale, counts).astype(np.float64)
+    map_max = None
+    if score_kind != "max":
+        tile_max = stats.low + maps.reshape(len(maps), -1).max(1).astype(np.float64) / stats.map_scale
+        map_max = frame_scores(tile_max, counts).astype(np.float64)
+    new = norm_stats(raw, stats.low, map_max)
+    return replace(stats, threshold=new.threshold, low=new.low, map_threshold=new.map_threshold,
+                   score_mean=new.score_mean, score_std=new.score_std, score_max=new.score_max, n_images=new.n_images)
+
+
+def fit_view(train_items, hold_items, view, mcfg: ModelConfig, tcfg: TrainConfig, weights: Optional[str] = None,
+             progress: bool = True, what: str = "dataset"):
+    """Load the good images through `view` (its inputs: what the decoder learns from), fit(), then measure
+    the held-out frames through the trained model: frame statistics where a frame is several tiles, and
+    the reference of normal frames (scores, scene statistics) the drift watch compares a camera with.
+    -> (model, NormStats, summary, extra for the checkpoint, kept items, skipped (key, reason))."""
+    from .base import scene
+    from .viewdata import frame_scores, head, load_view_items
+
+    t0 = time.time()
+    b = load_view_items(train_items, view, mcfg.image_size, keep_regions=not hold_items)
+    bh = load_view_items(hold_items, view, mcfg.image_size, keep_regions=True)
+    skipped = b.skipped + bh.skipped
+    console.say(f"data: {what}: {len(b.kept)} training + {len(bh.kept)} held-out normal images"
+                f"{f', {len(skipped)} skipped' if skipped else ''} ({time.time() - t0:.1f} s)")
+    if view.n_tiles > 1 or view.roi is not None:
+        console.say(f"view: {view.describe()}: {len(b.x)} training inputs from {len(b.kept)} images")
+    model, stats, summary = fit(b.x, bh.x, mcfg, tcfg, weights=weights, progress=progress)
+    ref = bh if bh.kept else head(b, FALLBACK_FRAMES)
+    maps, scores = normalised_outputs(model, stats, ref.x)
+    if view.n_tiles > 1:
+        stats = frame_norm_stats(stats, maps, scores, ref.counts, mcfg.score)
+        maps, scores = normalised_outputs(model, stats, ref.x)
+    reference = scene.reference(ref.regions, frame_scores(scores, ref.counts), scene.analysis_side(view, mcfg.image_size))
+    summary.update(view=view.to_dict(), train_frames=len(b.kept), holdout_frames=len(bh.kept))
+    return model, stats, summary, {"view": view.to_dict(), "reference": reference}, b.kept + bh.kept, skipped

@@ -16,7 +16,7 @@ from ..base import console
 from ..base.artifact import ArtifactMeta, drop_stale_meta, load_meta, sidecar, write_meta
 from ..base.errors import HfrError
 from ..base.fsio import atomic_path
-from ..base.images import preprocess
+from ..base.view import view_for, view_inputs
 from ..export.graph import graph_meta, load_onnx, set_graph_meta
 from .defaults import DEFAULT_METHOD, DEFAULT_TARGET, TARGETS, int8_name
 from .qdq import METHODS, qdq_problems, quantize
@@ -54,12 +54,15 @@ def holdout_split(n: int, keep_out: bool = True) -> Tuple[List[int], List[int]]:
 
 
 def calibrate(onnx_path, frames: Sequence[np.ndarray], out_path=None, method: str = DEFAULT_METHOD,
-              source: str = "", log: Optional[TextIO] = None, target: str = DEFAULT_TARGET) -> Path:
+              source: str = "", log: Optional[TextIO] = None, target: str = DEFAULT_TARGET,
+              roi: Optional[str] = None) -> Path:
     """Write the int8 graph of `onnx_path` for `target` calibrated on `frames` (RGB, any size) and its
-    JSON; returns its path."""
+    JSON; returns its path. The frames are cut as the graph's view says (its ROI, or `roi` instead), as
+    the camera's will be."""
     src, out, meta = check_source(onnx_path, out_path, method, target)
     t0 = time.time()
-    x = preprocess(list(frames), meta.image_size)
+    view = view_for(meta.extra.get("view"), roi, str(src))
+    x = view_inputs(list(frames), view, meta.image_size)
     console.say(f"calibrating {src} on {len(x)} frames from {source} ({method}, for {target})", log)
     try:
         with tempfile.TemporaryDirectory(prefix="hfr-calib-") as td:
@@ -73,10 +76,11 @@ def calibrate(onnx_path, frames: Sequence[np.ndarray], out_path=None, method: st
     if problems:
         raise HfrError(f"the Q/DQ graph breaks {RULES[target]} rules: {problems[0]} (+{len(problems) - 1} more); "
                        f"report this bug", 1)
+    carried = {**meta.extra, "view": view.to_dict()} if roi is not None else meta.extra
     meta8 = ArtifactMeta(kind="onnx", precision="int8", image_size=meta.image_size, model=meta.model, norm=meta.norm,
-                         extra={**meta.extra, "calibration": {"method": method, "frames": len(x), "source": source,
-                                                              "target": target, "symmetric": target == "tensorrt",
-                                                              "per_channel": True}})
+                         extra={**carried, "calibration": {"method": method, "frames": len(x), "source": source,
+                                                           "target": target, "symmetric": target == "tensorrt",
+                                                           "per_channel": True}})
     set_graph_meta(q, meta8)
     with atomic_path(out) as tmp:
         tmp.write_bytes(q.SerializeToString(deterministic=True))

@@ -8,7 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from ..calib.defaults import DEFAULT_METHOD, DEFAULT_TARGET
-from .options import FORMAT_HELP, FRAMES_HELP, IMAGES_HELP, NORMAL_CLASS_HELP, TEST_HELP
+from .options import FORMAT_HELP, FRAMES_HELP, IMAGES_HELP, NORMAL_CLASS_HELP, ROI_HELP, TEST_HELP
 
 
 def calibrate_command(
@@ -24,9 +24,10 @@ def calibrate_command(
     test: Annotated[Optional[str], typer.Option("--test", help=f"--eval: {TEST_HELP}")] = None,
     fmt: Annotated[str, typer.Option("--format", help=f"--eval: {FORMAT_HELP}")] = "auto",
     normal_class: Annotated[Optional[str], typer.Option("--normal-class", help=f"--eval: {NORMAL_CLASS_HELP}")] = None,
+    roi: Annotated[Optional[str], typer.Option("--roi", help=ROI_HELP)] = None,
 ) -> None:
     """Calibrate an fp32 graph into an explicit INT8 (Q/DQ) graph for TensorRT (or a CPU), and report its accuracy."""
     from ..variants import calibrate_model
 
     calibrate_model(model, images, output, n=frames, method=method, eval_data=eval_data, eval_format=fmt,
-                    eval_normal_class=normal_class, eval_test=test, target=target)
+                    eval_normal_class=normal_class, eval_test=test, target=target, roi=roi)

@@ -10,7 +10,8 @@ from typing_extensions import Annotated
 
 from ..base import console
 from ..base.errors import HfrError
-from .options import FORMAT_HELP, JSON_HELP, NORMAL_CLASS_HELP, PROVIDER_HELP, TEST_HELP, alias, write_json
+from .options import (FORMAT_HELP, JSON_HELP, NORMAL_CLASS_HELP, PROVIDER_HELP, ROI_HELP, TEST_HELP, TILES_HELP, alias,
+                      write_json)
 
 
 def eval_command(
@@ -23,6 +24,8 @@ def eval_command(
     normal_class: Annotated[Optional[str], typer.Option("--normal-class", help=NORMAL_CLASS_HELP)] = None,
     test: Annotated[Optional[str], typer.Option("--test", help=TEST_HELP)] = None,
     provider: Annotated[str, typer.Option(help=PROVIDER_HELP)] = "auto",
+    roi: Annotated[Optional[str], typer.Option("--roi", help=ROI_HELP)] = None,
+    tiles: Annotated[Optional[str], typer.Option("--tiles", help=TILES_HELP)] = None,
 ) -> None:
     """Evaluate an artifact: image AUROC, pixel AUROC, AUPRO, F1-max, per defect type."""
     from ..evaluate import evaluate, format_report
@@ -37,7 +40,7 @@ def eval_command(
             raise HfrError(f"--figures {figures}: cannot create the folder ({exc.strerror}); choose another path") from None
     if json_out and json_out != "-" and Path(json_out).is_dir():
         raise HfrError(f"--json {json_out}: is a folder; give a file name such as {Path(json_out) / 'report.json'}")
-    rep = evaluate(model, data, fmt, normal_class, test, provider, figures)
+    rep = evaluate(model, data, fmt, normal_class, test, provider, figures, roi=roi, tiles=tiles)
     console.say(f"{rep['artifact']} on {rep['data']} ({rep['backend']}, {rep['precision']}, "
                 f"{rep['n_images']} images, {rep['ms_per_image']} ms/image)")
     console.say(format_report(rep))

@@ -22,6 +22,9 @@ PROVIDER_HELP = ("ONNX Runtime provider (or OpenVINO) for a graph, PyTorch devic
 JSON_HELP = "Also write the results as JSON to this file ('-': to stdout)"
 FRAMES_HELP = "Calibration frames to use at most, sampled evenly"
 IMAGES_HELP = "Calibration frames: a folder (recursive), a video file or a glob"
+ROI_HELP = ("Region of interest x,y,w,h in pixels of the source frame (default: the model's own, from training; "
+            "a camera that moved since)")
+TILES_HELP = "Tiles RxC, e.g. 2x2 (default: the model's own, from training)"
 
 
 def alias(value: T, old: Optional[T]) -> T:

@@ -45,8 +45,16 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Seeds the held-out split, the decoder's initial weights and the batch order")] = TrainConfig.seed,
     holdout: Annotated[float, typer.Option(help="Share of good images held out for the normalisation statistics")] = TrainConfig.holdout,
     device: Annotated[str, typer.Option(help="PyTorch device: auto | cpu | cuda")] = TrainConfig.device,
+    roi: Annotated[Optional[str], typer.Option(help="Region of interest x,y,w,h in pixels of the images; stored in the "
+                                                    "checkpoint, so eval, calibrate and run crop the same")] = None,
+    aspect: Annotated[str, typer.Option(help="A region that is not square becomes the model input by: letterbox "
+                                             "(scaled to fit, grey bars: the part keeps its shape) | squash (stretched)")] = "letterbox",
+    tiles: Annotated[str, typer.Option(help="Cut the region into RxC overlapping tiles, each a model input, for small "
+                                            "defects on large frames, e.g. 2x2; the frame's score is its largest tile score")] = "1x1",
+    overlap: Annotated[float, typer.Option(help="Share of a tile it shares with its neighbour (--tiles)")] = 0.25,
 ) -> None:
     """Train the HFR-AE decoder on normal images and write a checkpoint."""
+    from ..base.view import View, parse_roi, parse_tiles
     from ..train import parse_triple, train_checkpoint
 
     weights3 = ModelConfig.level_weights if level_weights is None else parse_triple(level_weights, "--level-weights", float)
@@ -57,5 +65,6 @@ def train_command(
                           "up_kernel": up_kernel, "tap16": tap16, "score": score if score in ("max", "mean") else "max",
                           **chosen})
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
+    view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)
     train_checkpoint(data, output, mcfg, tcfg, score=score, fmt=fmt, normal_class=normal_class, test=test,
-                     weights=weights)
+                     weights=weights, view=view)

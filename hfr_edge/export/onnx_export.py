@@ -15,6 +15,7 @@ from ..base.contract import INPUT_NAME, OUTPUT_NAMES, TRT8_MAX_OPSET
 from ..base.errors import HfrError
 from ..base.fsio import atomic_path
 from .flops import count_gflop
+from ..base.view import CARRIED_KEYS
 from .graph import ALLOWED_OPS, set_graph_meta
 
 MIN_OPSET = 17  # LayerNormalization-era opsets; ReduceMax with axes input from 18 is handled by the exporter
@@ -89,7 +90,8 @@ def export_onnx(ckpt: str, output: str = "model.onnx", precision: str = "fp32", 
     train = loaded.get("train", {})
     meta = ArtifactMeta(kind="onnx", precision="fp32", image_size=cfg.image_size, model=cfg.to_dict(),
                         norm=stats.to_dict(),
-                        extra={"opset": opset, "batch": batch, "source": {"checkpoint": Path(ckpt).name},
+                        extra={**{k: loaded[k] for k in CARRIED_KEYS if k in loaded},
+                               "opset": opset, "batch": batch, "source": {"checkpoint": Path(ckpt).name},
                                "train": {k: train.get(k) for k in ("data", "format", "normal_class", "epochs", "seed")},
                                "gflop_per_image": round(count_gflop(proto), 4)})
     set_graph_meta(proto, meta)

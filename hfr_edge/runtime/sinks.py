@@ -24,12 +24,16 @@ STAGES = ("capture", "preprocess", "inference", "postprocess", "output")
 RED, GREEN = (230, 40, 40), (40, 200, 60)  # RGB
 
 
-def annotate(rgb: np.ndarray, amap: np.ndarray, score: float, anomalous: bool) -> np.ndarray:
-    """The frame with its heat map blended in and 'ANOMALY 0.73' / 'OK 0.21' written on it (RGB)."""
+def annotate(rgb: np.ndarray, amap: np.ndarray, score: float, anomalous: bool, box=None) -> np.ndarray:
+    """The frame with its heat map blended in and 'ANOMALY 0.73' / 'OK 0.21' written on it (RGB);
+    `box` (x0, y0, x1, y1): the inspected region, outlined."""
     cv2 = cv2_module()
     out = heat_overlay(rgb, amap)
     h = out.shape[0]
     scale = max(0.35, h / 720.0)
+    if box is not None:
+        cv2.rectangle(out, (int(box[0]), int(box[1])), (int(box[2]) - 1, int(box[3]) - 1), (255, 255, 255),
+                      max(1, int(scale)), cv2.LINE_AA)
     text = f"{'ANOMALY' if anomalous else 'OK'} {score:.2f}"
     org = (max(2, int(10 * scale)), max(12, int(36 * scale)))
     thick = max(1, int(2 * scale))
@@ -96,6 +100,7 @@ class VideoSink:
             self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 self._writer = None
+                self._drop_tmp()  # OpenCV may have created it before failing
                 raise HfrError(f"--save {self.path}: OpenCV cannot write an mp4v video here ({w}x{h}); "
                                f"check the folder is writable, or try a .avi name")
             self._size = (w, h)
@@ -110,10 +115,7 @@ class VideoSink:
         self._writer.release()
         self._writer = None
         if not self._readable():  # OpenCV's writer fails silently (disk full): never rename a broken video
-            try:
-                os.unlink(self._tmp)
-            except OSError:
-                pass
+            self._drop_tmp()
             raise HfrError(f"--save {self.path}: the video could not be written completely (disk full or file "
                            f"size limit?); free space or choose another path", exit_code=1)
         try:
@@ -122,6 +124,11 @@ class VideoSink:
             raise HfrError(f"--save {self.path}: cannot move the finished video into place ({exc.strerror}); "
                            f"it is at {self._tmp}") from None
 
+    def _drop_tmp(self) -> None:
+        try:
+            os.unlink(self._tmp)
+        except OSError:
+            pass
 
     def _readable(self) -> bool:
         cap = cv2_module().VideoCapture(str(self._tmp))
@@ -183,7 +190,7 @@ class AnomalySaver:
     def __init__(self, folder):
         self.folder = Path(folder)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)  # run checked it already (runtime/outputs.py)
         except OSError as exc:
             raise HfrError(f"--save-anomalies {self.folder}: cannot create the folder ({exc.strerror})") from None
         self.saved = 0
