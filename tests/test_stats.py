@@ -95,9 +95,9 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
     from hfr_edge.config import PRESETS, preset_fields
 
     assert preset_fields("paper") == {"stats": "none"} and preset_fields(None) == {}
-    assert {ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"none", "shared", "position"}
+    assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "position"}
     out = tmp_path / "c.pt"
     r = subprocess.run([sys.executable, "-m", "hfr_edge", "train", str(tmp_path), "-o", str(out), "--preset", "fancy"],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.strip() == "hfr-edge: error: --preset 'fancy' must be one of: paper, surface, part"
+    assert r.returncode == 2 and r.stderr.strip() == "hfr-edge: error: --preset 'fancy' must be one of: paper, surface"
     assert not out.exists()

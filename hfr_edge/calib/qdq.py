@@ -124,8 +124,9 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str, ta
                             op_types_to_quantize=ops, nodes_to_exclude=exclude, calibrate_method=calib,
                             extra_options=extra)
         q = onnx.load(q_path)
-        _per_tensor_deconv_weights(q, model)
-        _float_tail_inputs(q)
+        if target == "tensorrt":  # OpenVINO takes per-channel deconvolution weights; TensorRT does not
+            _per_tensor_deconv_weights(q, model)
+        _float_tail_inputs(q, keep_adds=target == "tensorrt")
         _drop_dangling(q)
         onnx.save(q, out_path)
 
@@ -161,14 +162,14 @@ def _per_tensor_deconv_weights(q, fp32) -> None:
         dq.attribute.extend(kept)
 
 
-def _float_tail_inputs(model) -> None:
+def _float_tail_inputs(model, keep_adds: bool = True) -> None:
     """ORT gives every consumer of a quantized tensor the dequantized copy, also fusion-tail nodes
     it was told to exclude (an encoder level feeds both the next conv and the residual). Give every
     consumer that is not a quantized op the original float tensor: Q/DQ then feeds only Conv /
     ConvTranspose / Gemm / MatMul and the encoder's residual Adds."""
     producers = {o: n for n in model.graph.node for o in n.output}
     for n in model.graph.node:
-        if n.op_type in QUANT_OPS + list(QDQ_OPS) or _quantized_add(n):
+        if n.op_type in QUANT_OPS + list(QDQ_OPS) or (keep_adds and _quantized_add(n)):
             continue
         for k, name in enumerate(n.input):
             dq = producers.get(name)
@@ -240,18 +241,18 @@ def qdq_problems(model, target: str = "tensorrt") -> List[str]:
                 problems.append(f"{n.name}: Q/DQ feeds fusion-tail node {c.name}")
         if n.op_type == "DequantizeLinear":
             for c in consumers.get(n.output[0], []):
-                if c.op_type not in QUANT_OPS + list(QDQ_OPS) and not _quantized_add(c):
+                if c.op_type not in QUANT_OPS + list(QDQ_OPS) and not (target == "tensorrt" and _quantized_add(c)):
                     problems.append(f"{n.name}: quantized input of {c.op_type} {c.name} "
                                     f"(only {', '.join(QUANT_OPS)} and residual Adds)")
     for n in g.node:
         if not n.name.startswith(MODEL_SCOPE) and n.op_type not in QDQ_OPS:
             if any(dequantized(i) for i in n.input):
                 problems.append(f"fusion-tail node {n.name} takes a dequantized input")
-        if n.op_type == "ConvTranspose" and len(n.input) > 1 and dequantized(n.input[1]):
+        if target == "tensorrt" and n.op_type == "ConvTranspose" and len(n.input) > 1 and dequantized(n.input[1]):
             scale = const(producers[n.input[1]].input[1])
             if scale is None or scale.size != 1:
                 problems.append(f"{n.name}: ConvTranspose weight quantized per channel; TensorRT supports "
                                 f"per-tensor deconvolution weights only (re-run `hfr-edge calibrate`)")
-        if _quantized_add(n) and sum(dequantized(i) for i in n.input) == 1:
+        if target == "tensorrt" and _quantized_add(n) and sum(dequantized(i) for i in n.input) == 1:
             problems.append(f"{n.name}: residual Add with one quantized input (quantize both, or neither)")
     return sorted(set(problems))
