@@ -54,8 +54,8 @@ class ModelConfig:
     score: str = "max"
     # the normal features' statistics fused with the residual (one Gaussian per level, fitted after
     # training): "none" (the paper's HFR-AE: the reconstruction residual alone), "shared" (one mean and
-    # covariance for all positions: textures, surfaces) or "position" (a mean per position, one
-    # covariance: aligned parts). README.md, "Benchmarks", says what each won on the suite.
+    # covariance for all positions) or "position" (a mean per position, one covariance: best on the
+    # texture suite). README.md, "Benchmarks", says what each did; the default waits for the whole suite.
     stats: str = "none"
     stats_weight: float = 1.0  # weight of the statistics' term against the residual's (both scaled to 1 on normals)
 

@@ -35,8 +35,8 @@ def train_command(
     preset: Annotated[Optional[str], typer.Option(help="Named settings: " + PRESET_HELP + "; options given "
                                                         "beside it win")] = None,
     stats: Annotated[Optional[str], typer.Option(help="Normal-feature statistics fused with the residual: none (the "
-                                                      "paper's HFR-AE) | shared (textures, surfaces) | position "
-                                                      "(aligned parts); default: the preset's, else the product's")] = None,
+                                                      "paper's HFR-AE) | shared (one mean for all positions) | "
+                                                      "position (a mean per position); default: the preset's, else the product's")] = None,
     stats_weight: Annotated[Optional[float], typer.Option(help="Weight of the statistics' term against the residual's "
                                                                "(both 1 on held-out normals)")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training images")] = TrainConfig.epochs,
