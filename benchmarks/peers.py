@@ -61,13 +61,13 @@ def run_set(name: str, seeds, methods, textures, python: Path, tmp: Path) -> lis
              maps=int(d.masks is not None))
     print(f"{name}: {len(d.x_train) + len(d.x_hold)} fit / {len(d.x_test)} test images at {d.size} px "
           f"({time.time() - t0:.0f} s to load)", file=sys.stderr, flush=True)
+    subprocess.run([str(python), str(WORKER), "run", str(data), ",".join(methods), ",".join(map(str, seeds)), str(tmp)],
+                   check=True, env={**os.environ, "TQDM_DISABLE": "1"})  # no coreset progress bar
     rows = []
     for seed in seeds:
         for method in methods:
-            out, onnx_file = tmp / "out.npz", tmp / "model.onnx"
-            subprocess.run([str(python), str(WORKER), "fit", str(data), method, str(seed), str(out), str(onnx_file)],
-                           check=True, env={**os.environ, "TQDM_DISABLE": "1"})  # no coreset progress bar
-            r = np.load(out)
+            r = np.load(tmp / f"{method}-s{seed}.npz")
+            onnx_file = tmp / f"{method}-s{seed}.onnx"
             info = json.loads(str(r["info"]))
             row = {"set": name, "method": method, "seed": seed,
                    **score(d, r["scores"], r["maps"] if d.masks is not None else None),
@@ -79,6 +79,8 @@ def run_set(name: str, seeds, methods, textures, python: Path, tmp: Path) -> lis
             if seed == seeds[0]:
                 ONNX_DIR.mkdir(parents=True, exist_ok=True)
                 onnx_file.replace(onnx_path(name, method, seed))
+            else:
+                onnx_file.unlink()
             rows.append(row)
             print(table([row], COLS), flush=True)
     return rows

@@ -3,7 +3,7 @@ features and writes test scores and maps, plus an ONNX export; peers.py (the dri
 product's environment) prepares the data and scores the results with hfr_edge.metrics.
 
     python peers_worker.py check                      # imports work, weights map (stage outputs vs ours)
-    python peers_worker.py fit DATA.npz METHOD SEED OUT.npz OUT.onnx
+    python peers_worker.py run DATA.npz METHODS SEEDS OUTDIR     # e.g. padim,patchcore 0,1
 
 DATA.npz: x_fit, x_test uint8 (N, 3, S, S) RGB (already resized), maps (0/1: keep test maps).
 """
@@ -27,6 +27,7 @@ BACKBONE = "tf_efficientnet_lite0"  # timm's EfficientNet-Lite0: TF 'same' paddi
 LAYERS = {"padim": ["blocks.1", "blocks.2", "blocks.4"], "patchcore": ["blocks.2", "blocks.4"]}
 PADIM_FEATURES = 100  # random channels of the 176 (anomalib's figure for resnet18)
 CORESET = 0.01
+BATCH = 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # anomalib's pre-processor, and ours
 
 
@@ -120,57 +121,100 @@ class Deploy(torch.nn.Module):
         return out.anomaly_map, out.pred_score
 
 
-def fit(data: str, method: str, seed: int, out: str, onnx_path: str) -> None:
+class CachedFeatures(torch.nn.Module):
+    """Stands in for a model's feature extractor while it scores the test set: serves the backbone
+    features of test batch `at`, computed once per set (they depend on neither the seed nor the
+    method, and the test set is the costly part on MNIST, 10 000 images), so anomalib's own
+    forward runs unchanged on them."""
+
+    def __init__(self, batches, layers):
+        super().__init__()
+        self.batches, self.layers, self.at = batches, list(layers), 0
+
+    def forward(self, _):
+        return {k: self.batches[self.at][k] for k in self.layers}
+
+
+def to_t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a).float().div_(255.0)
+
+
+def build(method: str, seed: int):
     PadimModel, PatchcoreModel = import_anomalib()
-    d = np.load(data)
     torch.manual_seed(seed)  # PaDiM's channel choice, PatchCore's coreset start and projection
     if method == "padim":
         model = PadimModel(backbone=BACKBONE, layers=LAYERS[method], pre_trained=False, n_features=PADIM_FEATURES)
     else:
         model = PatchcoreModel(layers=LAYERS[method], backbone=BACKBONE, pre_trained=False, num_neighbors=9)
     load_lite0(model.feature_extractor)
-    to_t = lambda a: torch.from_numpy(a).float().div_(255.0)  # noqa: E731
-    x_fit, x_test, keep_maps = d["x_fit"], d["x_test"], bool(d["maps"])  # each d[key] re-reads the file
+    return model
+
+
+def fit_one(model, method: str, x_fit: np.ndarray) -> float:
+    """As anomalib's Lightning models do: embeddings of every training image, then the Gaussians or
+    the coreset. The fit time includes the backbone passes."""
     t0 = time.time()
     model.train()  # the torch models collect embeddings in train mode (the extractor stays in eval)
-    for i in range(0, len(x_fit), 32):
-        model(normalise(to_t(x_fit[i:i + 32])))
+    for i in range(0, len(x_fit), BATCH):
+        model(normalise(to_t(x_fit[i:i + BATCH])))
     if method == "padim":
         model.fit()
     else:
         model.subsample_embedding(CORESET)
-    fit_s = time.time() - t0
-    dep = Deploy(model).eval()
-    scores, maps = [], []
-    t0 = time.time()
-    with torch.no_grad():
-        for i in range(0, len(x_test), 32):
-            m, s = dep(to_t(x_test[i:i + 32]))
-            scores.append(s.numpy().ravel())
-            if keep_maps:
-                maps.append(m.numpy()[:, 0].astype(np.float32))
-    test_s = time.time() - t0
-    size = x_test.shape[-1]
-    dummy = to_t(x_test[:1])
-    torch.onnx.export(dep, (dummy,), onnx_path, dynamo=False, input_names=["image"],
-                      output_names=["anomaly_map", "score"], opset_version=17, do_constant_folding=True)
+    return time.time() - t0
+
+
+def export(dep: Deploy, dummy: torch.Tensor, path: str) -> float:
+    """ONNX export (TorchScript exporter, opset 17, batch 1, as hfr-edge's); returns the largest
+    difference from torch on one image, relative to the map's range."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    om, osc = sess.run(None, {"image": dummy.numpy()})
+    torch.onnx.export(dep, (dummy,), path, dynamo=False, input_names=["image"],
+                      output_names=["anomaly_map", "score"], opset_version=17, do_constant_folding=True)
+    om, _ = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": dummy.numpy()})
     with torch.no_grad():
-        tm, ts = dep(dummy)
-    onnx_diff = float(np.abs(om - tm.numpy()).max() / max(float(tm.abs().max()), 1e-12))
-    np.savez(out, scores=np.concatenate(scores), maps=np.concatenate(maps) if maps else np.zeros(0, np.float32),
-             info=json.dumps({"fit_s": fit_s, "test_s": test_s, "image_size": size, "fit_images": len(x_fit),
-                              "onnx_rel_diff": onnx_diff, "layers": LAYERS[method],
-                              "memory": int(model.memory_bank.shape[0]) if method == "patchcore" else None}))
+        tm, _ = dep(dummy)
+    return float(np.abs(om - tm.numpy()).max() / max(float(tm.abs().max()), 1e-12))
+
+
+def run(data: str, methods, seeds, outdir: str) -> None:
+    """Every method and seed on one set: OUTDIR/METHOD-sSEED.npz (scores, maps, info) and .onnx."""
+    d = np.load(data)
+    x_fit, x_test, keep_maps = d["x_fit"], d["x_test"], bool(d["maps"])  # each d[key] re-reads the file
+    t0 = time.time()
+    extractor = build("padim", 0).feature_extractor.eval()  # all three taps, hfr-edge's weights
+    with torch.no_grad():
+        cached = [extractor(normalise(to_t(x_test[i:i + BATCH]))) for i in range(0, len(x_test), BATCH)]
+    print(f"test features of {len(x_test)} images in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    for seed in seeds:
+        for method in methods:
+            model = build(method, seed)
+            fit_s = fit_one(model, method, x_fit)
+            dep = Deploy(model).eval()
+            real, model.feature_extractor = model.feature_extractor, CachedFeatures(cached, LAYERS[method])
+            scores, maps = [], []
+            with torch.no_grad():
+                for b, i in enumerate(range(0, len(x_test), BATCH)):
+                    model.feature_extractor.at = b
+                    m, s = dep(to_t(x_test[i:i + BATCH]))
+                    scores.append(s.numpy().ravel())
+                    if keep_maps:
+                        maps.append(m.numpy()[:, 0].astype(np.float32))
+            model.feature_extractor = real
+            out = Path(outdir) / f"{method}-s{seed}"
+            diff = export(dep, to_t(x_test[:1]), str(out) + ".onnx")
+            info = {"fit_s": fit_s, "image_size": int(x_test.shape[-1]), "fit_images": len(x_fit),
+                    "onnx_rel_diff": diff, "layers": LAYERS[method],
+                    "memory": int(model.memory_bank.shape[0]) if method == "patchcore" else None}
+            np.savez(str(out) + ".npz", scores=np.concatenate(scores),
+                     maps=np.concatenate(maps) if maps else np.zeros(0, np.float32), info=json.dumps(info))
+            print(f"{method} seed {seed}: fit {fit_s:.0f} s", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "check":
         print(json.dumps(check()))
-    elif sys.argv[1] == "fit":
-        fit(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])
+    elif sys.argv[1] == "run":
+        run(sys.argv[2], sys.argv[3].split(","), [int(v) for v in sys.argv[4].split(",")], sys.argv[5])
     else:
         raise SystemExit(__doc__)

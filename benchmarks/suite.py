@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from common import SUITE_JSON, merge_suite, p50_ms, read_suite, table
-from suite_data import SETS, check_names, load_set, score
+from peers import onnx_path
+from suite_data import SETS, SIZE_MVTEC, SIZE_ONECLASS, check_names, load_set, score
 
 from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
 
@@ -69,8 +70,10 @@ def parse_options(items) -> tuple:
     return m, t
 
 
-def configs(kind: str, size: int, args, mopt: dict, topt: dict):
-    m, t = {"image_size": size}, {}
+def configs(kind: str, args, mopt: dict, topt: dict):
+    """(ModelConfig, TrainConfig kwargs less the seed) for a kind of set: the defaults at the set's
+    resolution, oneclass.py's settings on the one-class sets, then --epochs and --set-option."""
+    m, t = {"image_size": SIZE_ONECLASS if kind == "oneclass" else SIZE_MVTEC}, {}
     if kind == "oneclass":
         m["score"] = "mean"
         if args.oneclass_preset == "oneclass":
@@ -89,9 +92,7 @@ def run_one(name: str, seed: int, args, mopt, topt, method: str) -> dict:
     from hfr_edge.model import DeployModel
     from hfr_edge.train import fit
 
-    kind = "oneclass" if name.split("-")[0] in ("mnist", "fashion") else "image"
-    size = mopt.get("image_size")
-    mcfg, tkw = configs(kind, size or (64 if kind == "oneclass" else 256), args, mopt, topt)
+    mcfg, tkw = configs("oneclass" if name.startswith(("mnist-", "fashion-mnist-")) else "image", args, mopt, topt)
     d = load_set(name, seed, size=mcfg.image_size, textures=args.textures)
     tcfg = TrainConfig(**{**tkw, "seed": seed})
     t0 = time.time()
@@ -110,8 +111,6 @@ def run_one(name: str, seed: int, args, mopt, topt, method: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="hfr-suite-") as tmp:
         ckpt = save_checkpoint(Path(tmp) / "ckpt.pt", model, stats, summary)
         onnx_file = export_onnx(str(ckpt), str(Path(tmp) / "model.onnx"), batch=1)
-        from peers import onnx_path
-
         files = {"hfr-edge": onnx_file}
         files.update({p: onnx_path(name, p, 0) for p in PEERS if onnx_path(name, p, 0).is_file()})
         lat = p50_ms(files)
