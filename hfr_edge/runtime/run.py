@@ -129,10 +129,16 @@ def _run(model, pairs, outs: Outputs, *, headless, threshold, provider, max_fram
         watch = open_watch(drift, runner.meta.extra.get("reference"), view, drift_window, model, log)
         sources = []
         for cam, src in pairs:
-            s = open_source(cam, src, width=width, height=height, fps=fps, stall_timeout=stall_timeout,
-                            max_reconnects=max_reconnects)
-            stack.callback(s.close)  # after the feeds have stopped reading it (closed below, first)
+            try:
+                s = open_source(cam, src, width=width, height=height, fps=fps, stall_timeout=stall_timeout,
+                                max_reconnects=max_reconnects)
+            except BaseException:
+                for opened in sources:
+                    opened.close()
+                raise
             sources.append(s)
+        # each feed releases its source once its reader has stopped, never under a reader still in a
+        # read (releasing a capture another thread reads crashed the process: a segfault under load)
         feeds = Feeds(sources, max_frames)
         lanes = []
         for f in feeds.items:
