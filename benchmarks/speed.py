@@ -105,7 +105,7 @@ def raw_step(path: Path, runtime: str, x: np.ndarray):
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         return lambda: sess.run(None, {"image": x}), "onnxruntime/CPUExecutionProvider"
     ov = ov_module()
-    core = ov.Core()
+    core = ov_core()
     compiled = core.compile_model(core.read_model(str(path)), "CPU",
                                   {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
     req = compiled.create_infer_request()

@@ -122,3 +122,28 @@ def test_doctor_reports_openvino():
     assert info["openvino"]["version"] and any(d.startswith("CPU") for d in info["openvino"]["devices"])
     line = dict(rows(info))["openvino"]
     assert info["openvino"]["version"] in line and "CPU" in line
+
+
+def test_runners_freed_out_of_order_leave_signals_deliverable(toy_onnx):
+    """Each OpenVINO Core's CPU plugin swaps the thread's signal alternate stack and restores it when
+    destroyed; two Cores freed out of creation order left it on unmapped memory, and the next Ctrl-C
+    killed the process with SIGSEGV (the CI's suite died so, after calibrate's timing runners). The
+    runners share one Core: free two out of order, then take a signal, in a fresh process."""
+    import subprocess
+    import sys
+
+    code = f"""
+import gc, os, signal
+import numpy as np
+from hfr_edge.runtime.openvino import OvRunner
+x = {{"image": np.zeros((1, 3, 64, 64), np.float32)}}
+a, b = OvRunner({str(toy_onnx)!r}), OvRunner({str(toy_onnx)!r}, threads=1)
+a.infer(x); b.infer(x)
+del a; gc.collect(); del b; gc.collect()
+got = []
+signal.signal(signal.SIGINT, lambda *_: got.append(1))
+os.kill(os.getpid(), signal.SIGINT)
+print("signals", len(got))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "signals 1" in r.stdout, (r.returncode, r.stderr[-800:])

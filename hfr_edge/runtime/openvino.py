@@ -18,8 +18,23 @@ HINTS = ("auto", "latency", "throughput")
 INSTALL_HINT = "pip install openvino (or hfr-edge[openvino]), or use --provider cpu for ONNX Runtime"
 
 
+_CORE = None
+
+
 def ov_module():
     return require("openvino", "openvino", INSTALL_HINT)
+
+
+def ov_core():
+    """The process's one OpenVINO Core, kept until exit. Each Core's CPU plugin installs its own
+    signal alternate stack on the calling thread and, when the Core is destroyed, restores the one it
+    found and unmaps its own; Cores destroyed out of creation order (two runners freed by the garbage
+    collector) leave the main thread's alternate stack pointing at unmapped memory, and the next
+    Ctrl-C or SIGTERM then kills the process with a segmentation fault. One Core is one plugin."""
+    global _CORE
+    if _CORE is None:
+        _CORE = ov_module().Core()
+    return _CORE
 
 
 def openvino_info() -> Optional[Tuple[str, List[str]]]:
@@ -29,7 +44,7 @@ def openvino_info() -> Optional[Tuple[str, List[str]]]:
     if importlib.util.find_spec("openvino") is None:
         return None
     ov = ov_module()
-    core = ov.Core()
+    core = ov_core()
     return ov.get_version(), [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
 
 
@@ -55,7 +70,7 @@ class OvRunner(Runner):
 
     def _activate(self) -> None:
         ov = ov_module()
-        core = ov.Core()
+        core = ov_core()
         try:
             model = core.read_model(path_or_bytes(self.path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
