@@ -115,7 +115,7 @@ def merge_suite(rows: list, extra: Optional[dict] = None, path: Path = SUITE_JSO
     """Add rows to the suite JSON (benchmarks/results/suite.json), replacing those of the same set,
     method and seed; other top-level entries (each script's settings) are kept unless `extra`
     replaces them."""
-    from hfr_edge.fsio import write_json_atomic
+    from hfr_edge.base.fsio import write_json_atomic
 
     key = lambda r: (r["set"], r["method"], r["seed"])  # noqa: E731
     new = {key(r) for r in rows}

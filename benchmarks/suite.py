@@ -5,6 +5,7 @@ per method and the seed spread per set. The check for any change of defaults.
 
     python benchmarks/suite.py [--sets bottle,elpv,...] [--seeds 0,1] [--epochs N] [--tag T]
         [--set-option key=value ...] [--oneclass-preset oneclass|defaults] [--report-only]
+        [--presets paper,surface] [--no-peer-latency]
 
 - MVTec-layout sets and ELPV: ModelConfig() and TrainConfig() defaults (image size: the set's, 256).
 - One-class sets: the settings of benchmarks/oneclass.py (ONECLASS below: 64 px, score mean,
@@ -15,7 +16,10 @@ per method and the seed spread per set. The check for any change of defaults.
 - Latency: each trained model is exported (hfr_edge.export, batch 1, fp32) and timed with ONNX
   Runtime (no spinning) interleaved with the peers' ONNX files of the same set, if peers.py left
   them; those p50s go into the row (`peer_p50_ms`) and the table's "p50 now" column.
-Rows: `method` = hfr-edge (or hfr-edge-TAG), merged into suite.json by set/method/seed.
+- `--presets paper,surface`: ONE decoder per set and seed, scored under each preset (they differ
+  only in the map's fusion, never in training): the comparison that chooses the default preset.
+Rows: `method` = hfr-edge (or hfr-edge-TAG, hfr-edge-PRESET[-TAG]), merged into suite.json by
+set/method/seed.
 """
 
 import argparse
@@ -84,40 +88,81 @@ def configs(kind: str, args, mopt: dict, topt: dict):
     return ModelConfig(**{**m, **mopt}), {**t, **topt}
 
 
-def run_one(name: str, seed: int, args, mopt, topt, method: str) -> dict:
+POST_TRAINING = {"stats", "stats_weight"}  # fields that change the map, never the decoder's training
+
+
+def variants(presets, mcfg: ModelConfig, tag: str) -> dict:
+    """method name -> ModelConfig, one per preset (`--presets`), or the defaults alone. The presets of
+    one run may differ only in POST_TRAINING fields and in at most one statistics kind besides none,
+    so ONE decoder is trained and scored under each: their differences are the fusion's, never
+    training noise."""
+    from hfr_edge.config import preset_fields
+
+    suffix = f"-{tag}" if tag else ""
+    if not presets:
+        return {f"hfr-edge{suffix}": mcfg}
+    out = {f"hfr-edge-{p}{suffix}": dataclasses.replace(mcfg, **preset_fields(p)) for p in presets}
+    base = dataclasses.asdict(mcfg)
+    for m, c in out.items():
+        moved = {k for k, v in dataclasses.asdict(c).items() if v != base[k]} - POST_TRAINING
+        if moved:
+            raise SystemExit(f"--presets: {m} changes {', '.join(sorted(moved))}, which needs its own training")
+    if len({c.stats for c in out.values()} - {"none"}) > 1:
+        raise SystemExit("--presets: at most one statistics kind besides none per run")
+    return out
+
+
+def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
+    """Train one decoder on a set, score it under every variant; one row per variant."""
+    import copy
+
     import torch
 
     from hfr_edge.checkpoint import save_checkpoint
     from hfr_edge.export.onnx_export import export_onnx
     from hfr_edge.model import DeployModel
-    from hfr_edge.train import fit
+    from hfr_edge.train import fit, reference_stats
 
     mcfg, tkw = configs("oneclass" if name.startswith(("mnist-", "fashion-mnist-")) else "image", args, mopt, topt)
+    cfgs = variants(presets, mcfg, args.tag)
+    trained_cfg = next((c for c in cfgs.values() if c.stats != "none"), next(iter(cfgs.values())))
     d = load_set(name, seed, size=mcfg.image_size, textures=args.textures)
     tcfg = TrainConfig(**{**tkw, "seed": seed})
     t0 = time.time()
-    model, stats, summary = fit(d.x_train, d.x_hold, mcfg, tcfg, progress=False)
+    trained, trained_stats, summary = fit(d.x_train, d.x_hold, trained_cfg, tcfg, progress=False)
     train_s = time.time() - t0
-    module = DeployModel(model, stats).eval()
-    scores, maps = [], []
-    with torch.inference_mode():
-        for i in range(0, len(d.x_test), 32):
-            m, s = module(torch.from_numpy(d.x_test[i:i + 32]))
-            scores.append(s.numpy())
-            if d.masks is not None:
-                maps.append(m.numpy()[:, 0])
-    row = {"set": name, "method": method, "seed": seed,
-           **score(d, np.concatenate(scores), np.concatenate(maps) if maps else None), "train_s": train_s}
-    with tempfile.TemporaryDirectory(prefix="hfr-suite-") as tmp:
-        ckpt = save_checkpoint(Path(tmp) / "ckpt.pt", model, stats, summary)
-        onnx_file = export_onnx(str(ckpt), str(Path(tmp) / "model.onnx"), batch=1)
-        files = {"hfr-edge": onnx_file}
-        files.update({p: onnx_path(name, p, 0) for p in PEERS if onnx_path(name, p, 0).is_file()})
-        lat = p50_ms(files)
-    row["p50_ms"] = lat.pop("hfr-edge")
-    row.update(peer_p50_ms=lat, final_loss=summary["final_loss"], epochs=tcfg.epochs, image_size=mcfg.image_size,
-               model=mcfg.to_dict())
-    return row
+    rows = []
+    for method, c in cfgs.items():
+        model, stats = trained, trained_stats
+        if c != trained_cfg:  # the same decoder (and Gaussian) under another fusion
+            model = copy.deepcopy(trained)
+            model.cfg = c
+            if c.stats == "none":
+                model.gauss = None
+            ref = d.x_hold if len(d.x_hold) else d.x_train[:64]
+            stats = reference_stats(model, c, ref, torch.device("cpu"))
+        module = DeployModel(model, stats).eval()
+        scores, maps = [], []
+        with torch.inference_mode():
+            for i in range(0, len(d.x_test), 32):
+                m, s = module(torch.from_numpy(d.x_test[i:i + 32]))
+                scores.append(s.numpy())
+                if d.masks is not None:
+                    maps.append(m.numpy()[:, 0])
+        row = {"set": name, "method": method, "seed": seed,
+               **score(d, np.concatenate(scores), np.concatenate(maps) if maps else None), "train_s": train_s}
+        with tempfile.TemporaryDirectory(prefix="hfr-suite-") as tmp:
+            ckpt = save_checkpoint(Path(tmp) / "ckpt.pt", model, stats, summary)
+            onnx_file = export_onnx(str(ckpt), str(Path(tmp) / "model.onnx"), batch=1)
+            files = {method: onnx_file}
+            if not args.no_peer_latency:
+                files.update({p: onnx_path(name, p, 0) for p in PEERS if onnx_path(name, p, 0).is_file()})
+            lat = p50_ms(files)
+        row["p50_ms"] = lat.pop(method)
+        row.update(peer_p50_ms=lat, final_loss=summary["final_loss"], epochs=tcfg.epochs,
+                   image_size=c.image_size, model=c.to_dict())
+        rows.append(row)
+    return rows
 
 
 def mean(v):
@@ -156,33 +201,39 @@ def main():
     ap.add_argument("--set-option", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--oneclass-preset", default="oneclass", choices=["oneclass", "defaults"])
     ap.add_argument("--textures", default=None, help="texture suite folder (default: textures.py's cache)")
+    ap.add_argument("--presets", default="", help="score one trained decoder under each of these presets "
+                    "(e.g. paper,surface): methods hfr-edge-PRESET[-TAG]")
+    ap.add_argument("--no-peer-latency", action="store_true", help="time hfr-edge's graph alone (another job "
+                    "shares the CPU: timings are not comparable then anyway)")
     ap.add_argument("--report-only", action="store_true", help="print the table of suite.json, train nothing")
     ap.add_argument("--json", default=str(SUITE_JSON), help="the rows' file (default: benchmarks/results/suite.json)")
     args = ap.parse_args()
     sets = check_names(args.sets.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
     mopt, topt = parse_options(args.set_option)
-    from hfr_edge.errors import HfrError
+    from hfr_edge.base.errors import HfrError
 
     try:  # a bad value fails now, not after the first set
         ModelConfig(**mopt), TrainConfig(**topt)
     except HfrError as exc:
         raise SystemExit(f"--set-option: {exc}") from None
-    method = f"hfr-edge-{args.tag}" if args.tag else "hfr-edge"
+    presets = [p for p in args.presets.split(",") if p]
     now = {}
     if not args.report_only:
         for name in sets:
             rows = []
             for seed in seeds:
                 t0 = time.time()
-                rows.append(run_one(name, seed, args, mopt, topt, method))
-                r = rows[-1]
-                now[(name, method)] = r["p50_ms"]
-                now.update({(name, p): v for p, v in r["peer_p50_ms"].items()})
-                print(table([r], COLS[:2] + COLS[3:4] + COLS[5:6] + COLS[7:8] + COLS[9:11])
+                new = run_one(name, seed, args, mopt, topt, presets)
+                rows += new
+                for r in new:
+                    now[(name, r["method"])] = r["p50_ms"]
+                    now.update({(name, p): v for p, v in r["peer_p50_ms"].items()})
+                print(table(new, COLS[:2] + COLS[3:4] + COLS[5:6] + COLS[7:8] + COLS[9:11])
                       + f"\n({time.time() - t0:.0f} s with loading, scoring and export)", file=sys.stderr, flush=True)
-            merge_suite(rows, {method: {"set_options": args.set_option, "epochs": args.epochs,
-                                        "oneclass_preset": args.oneclass_preset}}, args.json)
+            merge_suite(rows, {r["method"]: {"set_options": args.set_option, "epochs": args.epochs,
+                                             "oneclass_preset": args.oneclass_preset, "model": r["model"]}
+                               for r in rows}, args.json)
     rows = read_suite(args.json) + ([] if Path(args.json) == SUITE_JSON else read_suite())  # peers' rows too
     print(report(sets, [r for r in rows if r["seed"] in seeds], now))
 

@@ -84,7 +84,7 @@ def load_set(name: str, seed: int = 0, size: Optional[int] = None, textures: Opt
 def _elpv(s: int) -> SetData:
     from elpv_dataset.utils import load_dataset
 
-    from hfr_edge.runtime.processing import preprocess
+    from hfr_edge.base.images import preprocess
 
     images, probs, _ = load_dataset()
     normal = np.where(probs == 0)[0]

@@ -117,6 +117,15 @@ def raw_maps(model, amap_module, x: np.ndarray, device, batch: int = 32):
     return np.concatenate(maps), np.concatenate(scores)
 
 
+def reference_stats(model, mcfg: ModelConfig, ref: np.ndarray, device) -> NormStats:
+    """The normalisation of `mcfg`'s map (its fusion, level weights, score) on the reference normals."""
+    from .model import amap_for
+
+    amap = amap_for(mcfg, model).to(device)
+    maps, scores = raw_maps(model, amap, ref, device)
+    return norm_stats(scores, float(maps.min()), None if mcfg.score == "max" else maps.reshape(len(maps), -1).max(1))
+
+
 def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32) -> None:
     """The normal features' Gaussian from the training images' cached encoder features, then each
     level's residual and distance scaled to a mean of 1 on the reference (held-out) normal images."""
@@ -141,7 +150,7 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     """Train the decoder on float32 images (N, 3, S, S); returns (model, NormStats, summary)."""
     import torch
 
-    from .model import HFRAE, ReconstructionLoss, amap_for
+    from .model import HFRAE, ReconstructionLoss
 
     torch.manual_seed(tcfg.seed)
     device = pick_device(tcfg.device)
@@ -189,9 +198,7 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     if model.gauss is not None:
         fit_statistics(model, taps, ref, device)
     t_train = time.time() - t0
-    amap = amap_for(mcfg, model).to(device)
-    maps, scores = raw_maps(model, amap, ref, device)
-    stats = norm_stats(scores, float(maps.min()), None if mcfg.score == "max" else maps.reshape(len(maps), -1).max(1))
+    stats = reference_stats(model, mcfg, ref, device)
     summary = {"epochs": tcfg.epochs, "final_loss": loss_hist[-1], "loss_history": loss_hist,
                "train_images": int(n), "holdout_images": int(len(x_hold)),
                "stats_from": "holdout" if len(x_hold) else "training images (no holdout: biased low)",
