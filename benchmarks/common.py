@@ -126,3 +126,24 @@ def merge_suite(rows: list, extra: Optional[dict] = None, path: Path = SUITE_JSO
     write_json_atomic(Path(path), {"machine": machine(), **keep, **(extra or {}), "rows": sorted(kept + rows, key=key)})
     print(f"wrote {path}", file=sys.stderr)
     return Path(path)
+
+
+def synthetic_model(work: Path, name: str, size: int, epochs: int, **model_fields) -> Path:
+    """A model trained `epochs` on a small synthetic dataset at `size` px and exported (cached in
+    `work` as NAME.onnx): a real graph's cost for the serving, soak and multi-camera benchmarks."""
+    out = work / f"{name}.onnx"
+    if out.is_file():
+        return out
+    from hfr_edge.checkpoint import save_checkpoint
+    from hfr_edge.config import ModelConfig, TrainConfig
+    from hfr_edge.data import load_items, open_dataset
+    from hfr_edge.export.onnx_export import export_onnx
+    from hfr_edge.synthetic import make_dataset
+    from hfr_edge.train import fit
+
+    root = make_dataset(work / f"parts{size}", size=size, n_train=12, n_good_test=2, n_per_defect=1)
+    x, _, _, _ = load_items(open_dataset(str(root)).train, size)
+    model, stats, summary = fit(x[:10], x[10:], ModelConfig(image_size=size, **model_fields),
+                                TrainConfig(epochs=epochs, batch_size=4), progress=False)
+    save_checkpoint(work / f"{name}.pt", model, stats, summary)
+    return export_onnx(str(work / f"{name}.pt"), str(out))

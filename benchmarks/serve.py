@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, table, write_json  # noqa: E402
+from common import REPO, synthetic_model, table, write_json  # noqa: E402
 from soak import make_video, tiny_model  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -40,22 +40,7 @@ CLIENTS = (1, 4, 16)
 
 def model_256(work: Path) -> Path:
     """A 256 px model with the default decoder, trained 1 epoch on a synthetic set: the real graph's cost."""
-    out = work / "m256.onnx"
-    if out.is_file():
-        return out
-    from hfr_edge.checkpoint import save_checkpoint
-    from hfr_edge.config import ModelConfig, TrainConfig
-    from hfr_edge.data import load_items, open_dataset
-    from hfr_edge.export.onnx_export import export_onnx
-    from hfr_edge.synthetic import make_dataset
-    from hfr_edge.train import fit
-
-    root = make_dataset(work / "parts256", size=256, n_train=12, n_good_test=2, n_per_defect=1)
-    x, _, _, _ = load_items(open_dataset(str(root)).train, 256)
-    model, stats, summary = fit(x[:10], x[10:], ModelConfig(image_size=256), TrainConfig(epochs=1, batch_size=4),
-                                progress=False)
-    save_checkpoint(work / "m256.pt", model, stats, summary)
-    return export_onnx(str(work / "m256.pt"), str(out))
+    return synthetic_model(work, "m256", 256, epochs=1)
 
 
 def load(url_or_model, clients: int, seconds: float, images) -> dict:

@@ -31,30 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import REPO, synthetic_model  # noqa: E402  (common puts the repository on sys.path)
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MAX_GROWTH_MB, MAX_RATIO_CHANGE = 20.0, 0.05
 
 
 def tiny_model(work: Path) -> Path:
     """A trained 64 px model (narrow decoder, 2 epochs on a synthetic dataset), exported: ~20 s."""
-    out = work / "tiny.onnx"
-    if out.is_file():
-        return out
-    from hfr_edge.checkpoint import save_checkpoint
-    from hfr_edge.config import ModelConfig, TrainConfig
-    from hfr_edge.data import load_items, open_dataset
-    from hfr_edge.export.onnx_export import export_onnx
-    from hfr_edge.synthetic import make_dataset
-    from hfr_edge.train import fit
-
-    root = make_dataset(work / "parts", size=64, n_train=12, n_good_test=4, n_per_defect=2)
-    x, _, _, _ = load_items(open_dataset(str(root)).train, 64)
-    model, stats, summary = fit(x[:10], x[10:], ModelConfig(image_size=64, decoder_widths=(32, 16, 8)),
-                                TrainConfig(epochs=2, batch_size=4), progress=False)
-    save_checkpoint(work / "tiny.pt", model, stats, summary)
-    return export_onnx(str(work / "tiny.pt"), str(out))
+    return synthetic_model(work, "tiny", 64, epochs=2, decoder_widths=(32, 16, 8))
 
 
 def toy_model(work: Path) -> Path:

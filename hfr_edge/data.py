@@ -402,6 +402,17 @@ def open_dataset(path, fmt: str = "auto", normal_class: Union[int, str, None] = 
     return Dataset(root, fmt, train, test, has_masks, name)
 
 
+def load_or_skip(it: Item, skipped: List[Tuple[str, str]], warn: Callable[[str], None]) -> Optional[np.ndarray]:
+    """The item's image, or None after a warning and a (key, reason) in `skipped` when it is corrupt."""
+    try:
+        return it.load()
+    except HfrError as exc:
+        skipped.append((it.key, str(exc)))
+        msg = show(str(exc))
+        warn(f"skipping {msg}" if msg.startswith(show(it.key)) else f"skipping {show(it.key)}: {msg}")
+        return None
+
+
 def load_items(items: Sequence[Item], size: int, with_masks: bool = False,
                warn: Callable[[str], None] = console.warn) -> Tuple[np.ndarray, Optional[np.ndarray], List[Item], List[Tuple[str, str]]]:
     """Load and pre-process items -> (images float32 (N, 3, S, S) in [0, 1], masks bool (N, S, S)
@@ -417,12 +428,8 @@ def load_items(items: Sequence[Item], size: int, with_masks: bool = False,
         if with_masks and it.load_mask is None:
             raise HfrError(f"{show(it.key)}: no ground-truth mask; this dataset has none, "
                            f"evaluate without pixel metrics")
-        try:
-            img = it.load()
-        except HfrError as exc:
-            skipped.append((it.key, str(exc)))
-            msg = show(str(exc))
-            warn(f"skipping {msg}" if msg.startswith(show(it.key)) else f"skipping {show(it.key)}: {msg}")
+        img = load_or_skip(it, skipped, warn)
+        if img is None:
             continue
         k = len(kept)
         preprocess([img], size, out=x[k:k + 1])

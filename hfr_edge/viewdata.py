@@ -15,6 +15,7 @@ from .base.console import show
 from .base.errors import HfrError
 from .base.images import cv2_module, preprocess
 from .base.view import View
+from .data import load_or_skip
 
 
 @dataclass
@@ -62,12 +63,8 @@ def load_view_items(items: Sequence, view: View, size: int, with_masks: bool = F
     inputs: List[np.ndarray] = []
     counts, shapes, kept, skipped, masks, regions = [], [], [], [], [], []
     for it in items:
-        try:
-            img = it.load()
-        except HfrError as exc:
-            skipped.append((it.key, str(exc)))
-            msg = show(str(exc))
-            warn(f"skipping {msg}" if msg.startswith(show(it.key)) else f"skipping {show(it.key)}: {msg}")
+        img = load_or_skip(it, skipped, warn)
+        if img is None:
             continue
         tiles = view.inputs(img, size, name=show(it.key))
         inputs += tiles

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from hfr_edge.base.errors import HfrError
 from hfr_edge.runtime.run import run
 from hfr_edge.runtime.runner import open_runner
+from toy import ctrl_c_once_stalled
 
 cv2 = pytest.importorskip("cv2")
 
@@ -158,13 +157,7 @@ def test_live_and_file_sources_and_ctrl_c(tmp_path, toy_onnx, monkeypatch):
     monkeypatch.setattr(sources, "_cv2_capture", lambda target, api: cam if target == 0 else real(target, api))
     video = _video(tmp_path / "v.mp4", 15, seed=3)
 
-    def ctrl_c():
-        while cam.left > 0:
-            time.sleep(0.01)
-        time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=ctrl_c, daemon=True).start()
+    ctrl_c_once_stalled(cam, settle=1.0)
     s = run(str(toy_onnx), camera="0", source=str(video), headless=True, jsonl=str(tmp_path / "r.jsonl"),
             stall_timeout=30, drift="off", log=io.StringIO())
     assert s["stopped_by"] == "SIGINT"

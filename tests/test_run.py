@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from hfr_edge.runtime.run import run
 
 cv2 = pytest.importorskip("cv2")
 
-from toy import decode_video  # noqa: E402
+from toy import ctrl_c_once_stalled, decode_video  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"frame", "time", "source", "score", "anomalous", "latency_ms"}
 
@@ -190,13 +189,7 @@ def test_live_camera_and_ctrl_c_while_stalled(tmp_path, toy_onnx, monkeypatch):
     cam = _FakeCamera(40)
     monkeypatch.setattr(sources, "_cv2_capture", lambda target, api: cam)
 
-    def ctrl_c_once_stalled():
-        while cam.left > 0:
-            time.sleep(0.01)
-        time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=ctrl_c_once_stalled, daemon=True).start()
+    ctrl_c_once_stalled(cam, settle=0.5)
     s = run(str(toy_onnx), camera="0", headless=True, jsonl=str(tmp_path / "r.jsonl"), stall_timeout=30,
             log=io.StringIO())
     recs = _jsonl(tmp_path / "r.jsonl")

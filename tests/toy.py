@@ -57,3 +57,20 @@ def decode_video(path) -> list:
             frames.append(bgr[:, :, ::-1])
     finally:
         cap.release()
+
+
+def ctrl_c_once_stalled(cam, settle: float) -> None:
+    """In a daemon thread: once the fake camera `cam` has served its frames (cam.left == 0) and
+    `settle` seconds have passed, send this process a SIGINT, as Ctrl-C in a terminal does."""
+    import os
+    import signal
+    import threading
+    import time
+
+    def send():
+        while cam.left > 0:
+            time.sleep(0.01)
+        time.sleep(settle)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=send, daemon=True).start()

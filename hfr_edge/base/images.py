@@ -167,14 +167,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return to_rgb_uint8(a, p)
 
 
-def resize_rgb(img: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8: area interpolation when shrinking, bilinear otherwise."""
+def resize_to(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """(H, W, C) -> (h, w, C): area interpolation when shrinking both sides, bilinear otherwise."""
     cv2 = cv2_module()
-    h, w = img.shape[:2]
-    if (h, w) == (size, size):
+    ih, iw = img.shape[:2]
+    if (ih, iw) == (h, w):
         return img
-    interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
+    interp = cv2.INTER_AREA if (ih >= h and iw >= w) else cv2.INTER_LINEAR
+    return cv2.resize(img, (w, h), interpolation=interp)
+
+
+def resize_rgb(img: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8."""
+    return resize_to(img, size, size)
 
 
 def preprocess(images: Sequence[np.ndarray], size: int, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import HfrError
-from .images import cv2_module, to_rgb_uint8
+from .images import cv2_module, resize_to, to_rgb_uint8
 
 ASPECTS = ("letterbox", "squash")
 PAD = 128  # grey of the letterbox bars (uint8): the same in training and at run time
@@ -179,26 +179,16 @@ def _fit_size(w: int, h: int, size: int) -> Tuple[int, int]:
     return max(1, min(size, int(round(w * scale)))), max(1, min(size, int(round(h * scale))))
 
 
-def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Area interpolation when shrinking both sides, bilinear otherwise (as base.images.resize_rgb)."""
-    cv2 = cv2_module()
-    ih, iw = img.shape[:2]
-    if (ih, iw) == (h, w):
-        return img
-    interp = cv2.INTER_AREA if (ih >= h and iw >= w) else cv2.INTER_LINEAR
-    return cv2.resize(img, (w, h), interpolation=interp)
-
-
 def fit_square(rgb: np.ndarray, size: int, aspect: str) -> np.ndarray:
     """An (h, w, 3) uint8 crop -> (size, size, 3) uint8: stretched (squash) or scaled to fit and
     centred on grey (letterbox)."""
     h, w = rgb.shape[:2]
     if aspect == "squash" or h == w:
-        return _resize(rgb, size, size)
+        return resize_to(rgb, size, size)
     nw, nh = _fit_size(w, h, size)
     out = np.full((size, size, 3), PAD, np.uint8)
     top, left = (size - nh) // 2, (size - nw) // 2
-    out[top:top + nh, left:left + nw] = _resize(np.ascontiguousarray(rgb), nw, nh)
+    out[top:top + nh, left:left + nw] = resize_to(np.ascontiguousarray(rgb), nw, nh)
     return out
 
 
