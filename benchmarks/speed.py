@@ -37,6 +37,9 @@ ap.add_argument("--slot", type=float, default=0.3, help="seconds per cell per ro
 ap.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the int8 graphs' bottle eval")
 ap.add_argument("--work", help="folder for the graphs (default: a temporary one)")
 ap.add_argument("--name", default="speed.json", help="results file in benchmarks/results/")
+ap.add_argument("--peers", default=str(Path(__file__).resolve().parent / "results" / "peers_onnx"),
+                help="folder of benchmarks/peers.py's ONNX exports: bottle-padim-s0.onnx and "
+                     "bottle-patchcore-s0.onnx are timed beside (batch 1; skipped where absent)")
 args = ap.parse_args()
 bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
 
@@ -158,6 +161,14 @@ def main() -> None:
             rt = ("onnxruntime" if isinstance(r, OrtRunner) else "openvino") + " 1 thread"
             steps[(gname, rt, 1)] = (lambda r=r, x=xs[1]: r.infer({"image": x}))
             cells[(gname, rt, 1)] = r.backend + " (1 thread)"
+        # the peers: anomalib's PaDiM and PatchCore exports on the same backbone and size (batch 1)
+        for peer in ("padim", "patchcore"):
+            path = Path(args.peers) / f"bottle-{peer}-s0.onnx"
+            if path.is_file():
+                graphs[peer] = path
+                gflop[peer] = count_gflop(onnx.load(str(path)))
+                for runtime in ("onnxruntime", "openvino"):
+                    steps[(peer, runtime, 1)], cells[(peer, runtime, 1)] = raw_step(path, runtime, xs[1])
         print(f"timing {len(steps)} cells, {args.rounds} rounds of {args.slot} s each ...", file=sys.stderr)
         lat = interleaved(steps, rounds=args.rounds, slot_s=args.slot)
         for r in runners:
@@ -183,6 +194,10 @@ def main() -> None:
         "ort_fp32_explicit_threads_over_default_pinned_b1": ips("fp32", "onnxruntime") / ips("fp32", "onnxruntime threads=0"),
         "batch8_over_batch1": {f"{g} {rt}": ips(g, rt, 8) / ips(g, rt, 1) for (g, rt, b) in by if b == 8},
     }
+    for peer in ("padim", "patchcore"):  # the speed goal: hfr-edge's whole graph <= 0.5x PaDiM's latency
+        for rt in ("onnxruntime", "openvino"):
+            if (peer, rt, 1) in by:
+                ratios[f"fp32_over_{peer}_{rt}_b1"] = by[("fp32", rt, 1)]["p50_ms"] / by[(peer, rt, 1)]["p50_ms"]
     for r in rows:
         r["batch8_over_batch1"] = ratios["batch8_over_batch1"].get(f"{r['graph']} {r['runtime']}")
     cols = [("graph", "graph", None), ("runtime", "runtime", None), ("batch", "batch", None), ("n", "n", None),

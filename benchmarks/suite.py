@@ -170,7 +170,22 @@ def mean(v):
     return float(np.mean(v)) if v else None
 
 
-def report(sets, rows, now: dict) -> str:
+def markdown(lines) -> str:
+    """The report as a Markdown table for the README: mean (± seed spread) per metric."""
+    def cell(line, k):
+        v, sp = line.get(k), line.get(k + "_spread")
+        return "–" if v is None else f"{v:.4f}" + (f" ± {sp:.4f}" if sp is not None else "")
+
+    out = ["| set | method | seeds | image AUROC | pixel AUROC | AUPRO | train s |", "| --- " * 7 + "|"]
+    for line in lines:
+        bold = "**" if line["method"].startswith("hfr-edge") and "mean" in line["set"] else ""
+        out.append(f"| {line['set']} | {bold}{line['method']}{bold} | {line.get('seeds', '')} | "
+                   + " | ".join(cell(line, k) for k in METRICS)
+                   + f" | {'' if line.get('train_s') is None else round(line['train_s'])} |")
+    return "\n".join(out)
+
+
+def report(sets, rows, now: dict, md: bool = False) -> str:
     """One line per set and method (means over seeds; "+-": the seed spread, max - min), then the
     suite means (over the sets a method has rows for)."""
     lines, by_method = [], {}
@@ -189,7 +204,7 @@ def report(sets, rows, now: dict) -> str:
     means = [{"set": f"suite mean ({len(ls)}/{len(sets)} sets)", "method": m,
               **{k: mean([x[k] for x in ls]) for k in ("image_auroc", "pixel_auroc", "aupro", "train_s", "p50_ms")}}
              for m, ls in by_method.items()]
-    return table(lines + means, COLS)
+    return markdown(lines + means) if md else table(lines + means, COLS)
 
 
 def main():
@@ -206,6 +221,7 @@ def main():
     ap.add_argument("--no-peer-latency", action="store_true", help="time hfr-edge's graph alone (another job "
                     "shares the CPU: timings are not comparable then anyway)")
     ap.add_argument("--report-only", action="store_true", help="print the table of suite.json, train nothing")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (the README's)")
     ap.add_argument("--json", default=str(SUITE_JSON), help="the rows' file (default: benchmarks/results/suite.json)")
     args = ap.parse_args()
     sets = check_names(args.sets.split(","))
@@ -235,7 +251,7 @@ def main():
                                              "oneclass_preset": args.oneclass_preset, "model": r["model"]}
                                for r in rows}, args.json)
     rows = read_suite(args.json) + ([] if Path(args.json) == SUITE_JSON else read_suite())  # peers' rows too
-    print(report(sets, [r for r in rows if r["seed"] in seeds], now))
+    print(report(sets, [r for r in rows if r["seed"] in seeds], now, md=args.markdown))
 
 
 if __name__ == "__main__":
