@@ -136,7 +136,7 @@ def test_deploy_model_normalises(tiny_ckpt):
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         m, s = module(x)
-        raw_m, raw_s = amap_for(cfg)(*module.model(x))
+        raw_m, raw_s = amap_for(cfg, module.model)(*module.model(x))
     assert isinstance(module, DeployModel)
     assert m.shape == (3, 1, 64, 64) and s.shape == (3,)
     assert stats.low > 0 and stats.threshold > stats.low  # a formula without either term would differ

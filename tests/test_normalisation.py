@@ -18,7 +18,7 @@ def _raw(model, x):
     """Raw map (N, 1, S, S) and score (N,) from the model and the map module: no normalisation."""
     with torch.no_grad():
         enc, dec = model(x)
-        return amap_for(model.cfg)(enc, dec)
+        return amap_for(model.cfg, model)(enc, dec)
 
 
 def _anchored_stats(raw_map, raw_score, **kw):
