@@ -46,7 +46,7 @@ bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
 from hfr_edge.export.flops import count_gflop  # noqa: E402
 from hfr_edge.runtime.bench import interleaved  # noqa: E402
 from hfr_edge.runtime.onnxrt import OrtRunner, physical_cores  # noqa: E402
-from hfr_edge.runtime.openvino import OvRunner, ov_module  # noqa: E402
+from hfr_edge.runtime.openvino import OvRunner, ov_core, ov_module  # noqa: E402
 
 BATCHES = (1, 8)
 
