@@ -121,7 +121,7 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
     from hfr_edge.checkpoint import save_checkpoint
     from hfr_edge.export.onnx_export import export_onnx
     from hfr_edge.model import DeployModel
-    from hfr_edge.train import fit, reference_stats
+    from hfr_edge.train import fit, reference_images, reference_stats
 
     mcfg, tkw = configs("oneclass" if name.startswith(("mnist-", "fashion-mnist-")) else "image", args, mopt, topt)
     cfgs = variants(presets, mcfg, args.tag)
@@ -139,8 +139,7 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
             model.cfg = c
             if c.stats == "none":
                 model.gauss = None
-            ref = d.x_hold if len(d.x_hold) else d.x_train[:64]
-            stats = reference_stats(model, c, ref, torch.device("cpu"))
+            stats = reference_stats(model, c, reference_images(d.x_train, d.x_hold), torch.device("cpu"))
         module = DeployModel(model, stats).eval()
         scores, maps = [], []
         with torch.inference_mode():

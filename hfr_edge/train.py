@@ -117,6 +117,12 @@ def raw_maps(model, amap_module, x: np.ndarray, device, batch: int = 32):
     return np.concatenate(maps), np.concatenate(scores)
 
 
+def reference_images(x_train: np.ndarray, x_hold: np.ndarray) -> np.ndarray:
+    """The normal images the normalisation (and the statistics' scale) is fitted on: the held-out
+    ones, else the first 64 training images (biased low: the summary says so)."""
+    return x_hold if len(x_hold) else x_train[: min(len(x_train), 64)]
+
+
 def reference_stats(model, mcfg: ModelConfig, ref: np.ndarray, device) -> NormStats:
     """The normalisation of `mcfg`'s map (its fusion, level weights, score) on the reference normals."""
     from .model import amap_for
@@ -194,7 +200,7 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     finally:
         bar.close()
     model.eval()
-    ref = x_hold if len(x_hold) else x_train[: min(len(x_train), 64)]
+    ref = reference_images(x_train, x_hold)
     if model.gauss is not None:
         fit_statistics(model, taps, ref, device)
     t_train = time.time() - t0
