@@ -17,7 +17,8 @@ TAPS16 = ("early", "late")
 
 # values of fields added later, as every artifact written before them was built
 LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_kernel": 2, "tap16": "late",
-                       "stats": "none", "stats_weight": 1.0}
+                       "stats": "none", "stats_weight": 1.0, "decoder": "dense"}
+DECODERS = ("dense", "separable")
 STATS = ("none", "shared", "position")
 
 
@@ -26,6 +27,8 @@ class ModelConfig:
     backbone: str = "efficientnet_lite0"  # frozen ImageNet encoder (see backbones.py)
     image_size: int = 256  # square input side in pixels; a multiple of 32
     decoder_widths: Tuple[int, int, int] = (256, 128, 64)  # decoder channels at strides 16, 8, 4
+    # the decoder's 3x3 convolutions: "dense" (the paper's) or "separable" (depthwise + pointwise)
+    decoder: str = "dense"
     # 3x3 convolutions per decoder stage after its upsampling. Bottle, 20 epochs, pixel AUROC / AUPRO:
     # 0: 0.981 / 0.935, 1: 0.986 / 0.952, 2: 0.984 / 0.949 (and twice the decoder's compute)
     decoder_convs: int = 1
@@ -72,6 +75,8 @@ class ModelConfig:
             raise HfrError(f"--bottleneck {self.bottleneck} must be 0 (none) or a channel count")
         if self.tap16 not in TAPS16:
             raise HfrError(f"--tap16 {self.tap16!r} must be one of: {', '.join(TAPS16)}")
+        if self.decoder not in DECODERS:
+            raise HfrError(f"--decoder {self.decoder!r} must be one of: {', '.join(DECODERS)}")
         if self.up_kernel not in (2, 4):
             raise HfrError(f"--up-kernel {self.up_kernel} must be 2 or 4")
         if not 0 <= self.decoder_convs <= 8:

@@ -174,7 +174,8 @@ def test_map_and_score_have_their_own_thresholds():
 
 @pytest.mark.parametrize("kw,match", [({"score": "median"}, "--score"), ({"level_weights": (0, 0, 0)}, "weights"),
                                       ({"level_weights": (1, -1, 1)}, "weights"), ({"up_kernel": 3}, "--up-kernel"),
-                                      ({"bottleneck": -1}, "--bottleneck"), ({"tap16": "middle"}, "--tap16")])
+                                      ({"bottleneck": -1}, "--bottleneck"), ({"tap16": "middle"}, "--tap16"),
+                                      ({"decoder": "sparse"}, "--decoder")])
 def test_model_config_refuses(kw, match):
     with pytest.raises(HfrError, match=match):
         ModelConfig(**kw)
@@ -184,8 +185,34 @@ def test_older_checkpoints_keep_the_decoder_they_were_built_with():
     old = ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64, "decoder_widths": [32, 16, 8],
                                  "sigma": 4.0, "level_weights": [0.25, 1, 1]})
     assert (old.decoder_convs, old.bottleneck, old.score, old.up_kernel, old.tap16) == (2, 0, "max", 2, "late")
+    assert old.decoder == "dense"
     new = ModelConfig(image_size=64, decoder_widths=(32, 16, 8))
     assert ModelConfig.from_dict(new.to_dict()) == new
+
+
+def test_separable_decoder_same_shapes_a_fraction_of_the_cost():
+    from hfr_edge.model import HFRAE
+
+    x = torch.rand(2, 3, 64, 64)
+    outs, params = {}, {}
+    for kind in ("dense", "separable"):
+        torch.manual_seed(0)
+        model = HFRAE(ModelConfig(image_size=64, decoder=kind, up_kernel=2)).eval()
+        with torch.no_grad():
+            enc, dec = model(x)
+        outs[kind] = [tuple(d.shape) for d in dec]
+        assert outs[kind] == [tuple(e.shape) for e in enc]
+        params[kind] = sum(p.numel() for p in model.decoder.parameters())
+        convs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert all((m.groups == m.in_channels) == (kind == "separable") for m in convs)
+    assert outs["dense"] == outs["separable"] and params["separable"] < params["dense"] / 3
+
+
+def test_channel_sum_is_a_sum_over_channels():
+    from hfr_edge.model import channel_sum
+
+    x = torch.randn(2, 40, 8, 8)
+    assert torch.allclose(channel_sum(x), x.sum(1, keepdim=True), atol=1e-5)
 
 
 def test_matrix_blur_equals_renormalised_convolution():

@@ -26,6 +26,8 @@ def train_command(
                                                                "e.g. 0.25,1,1 (default: the product's)")] = None,
     decoder_widths: Annotated[Optional[str], typer.Option(help="Decoder channels at strides 16, 8, 4, e.g. "
                                                                 "256,128,64 (default: the product's)")] = None,
+    decoder: Annotated[str, typer.Option(help="The decoder's 3x3 convolutions: dense (the paper's) | separable "
+                                              "(depthwise + pointwise, about 6x cheaper)")] = ModelConfig.decoder,
     bottleneck: Annotated[int, typer.Option(help="Squeeze the deepest features to this many channels before the "
                                                  "decoder (0: none)")] = ModelConfig.bottleneck,
     up_kernel: Annotated[int, typer.Option(help="Kernel of the decoder's x2 transposed convolutions: 4 "
@@ -61,7 +63,7 @@ def train_command(
     widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight)) if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
-                          "level_weights": weights3, "decoder_widths": widths, "bottleneck": bottleneck,
+                          "level_weights": weights3, "decoder_widths": widths, "decoder": decoder, "bottleneck": bottleneck,
                           "up_kernel": up_kernel, "tap16": tap16, "score": score if score in ("max", "mean") else "max",
                           **chosen})
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
