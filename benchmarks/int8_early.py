@@ -1,0 +1,104 @@
+"""What int8 costs on bottle with and without the encoder's early layers in float (calib/qdq.py
+`early_layers`): one trained decoder, scored as `--preset paper` and as `--preset surface`, calibrated
+for both targets (TensorRT's symmetric Q/DQ graph, judged on ONNX Runtime's CPU provider; the CPU
+target's, judged on OpenVINO) on 100 training frames, evaluated on the whole test set against its
+own fp32 graph. Writes benchmarks/results/int8_early.json.
+
+    python benchmarks/int8_early.py [--epochs 30] [--ckpt surface.pt] [--work DIR] [--set-option k=v ...]
+
+--ckpt: a `--preset surface` checkpoint of bottle (its paper twin is derived: same decoder, no statistics).
+"""
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import DATASETS, need, table, write_json
+from suite import parse_options
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--epochs", type=int, default=30)
+ap.add_argument("--ckpt", help="a bottle checkpoint trained with --preset surface (default: train one)")
+ap.add_argument("--work", help="folder for the checkpoints and graphs (default: a temporary one)")
+ap.add_argument("--set-option", action="append", default=[], metavar="KEY=VALUE", help="ModelConfig fields")
+args = ap.parse_args()
+bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
+
+import torch  # noqa: E402
+
+from hfr_edge.calib import qdq  # noqa: E402
+from hfr_edge.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
+from hfr_edge.compare import report_path  # noqa: E402
+from hfr_edge.config import ModelConfig, NormStats, TrainConfig  # noqa: E402
+from hfr_edge.export.onnx_export import export_onnx  # noqa: E402
+from hfr_edge.train import fit, reference_images, reference_stats  # noqa: E402
+from hfr_edge.variants import calibrate_model  # noqa: E402
+from suite_data import load_set  # noqa: E402
+
+
+def checkpoints(work: Path) -> dict:
+    """{preset: checkpoint}: the surface model and its paper twin (one decoder)."""
+    d = load_set("bottle", 0)
+    if args.ckpt:
+        ck = load_checkpoint(args.ckpt)
+        model, stats, summary = model_from_checkpoint(ck, args.ckpt), NormStats.from_dict(ck["norm"]), ck["train"]
+        if model.cfg.stats != "position":
+            raise SystemExit(f"--ckpt {args.ckpt}: train it with --preset surface (it has stats {model.cfg.stats})")
+    else:
+        mopt, _ = parse_options(args.set_option)
+        t0 = time.time()
+        model, stats, summary = fit(d.x_train, d.x_hold, ModelConfig(**{**mopt, "stats": "position"}),
+                                    TrainConfig(epochs=args.epochs, seed=0), progress=False)
+        print(f"trained in {time.time() - t0:.0f} s", file=sys.stderr)
+    paper = copy.deepcopy(model)
+    paper.cfg = ModelConfig(**{**model.cfg.to_dict(), "stats": "none"})
+    paper.gauss = None
+    pstats = reference_stats(paper, paper.cfg, reference_images(d.x_train, d.x_hold), torch.device("cpu"))
+    return {"surface": save_checkpoint(work / "surface.pt", model, stats, summary),
+            "paper": save_checkpoint(work / "paper.pt", paper, pstats, summary)}
+
+
+def run(work: Path) -> list:
+    rows, keep = [], qdq.early_layers
+    for preset, ck in checkpoints(work).items():
+        with contextlib.redirect_stdout(io.StringIO()):
+            fp32 = export_onnx(str(ck), str(work / f"{preset}.onnx"))
+        for target in ("tensorrt", "cpu"):
+            for arm in ("all int8", "early float"):
+                qdq.early_layers = keep if arm == "early float" else (lambda model: [])
+                out = work / f"{preset}-{arm.split()[0]}.{'int8' if target == 'tensorrt' else 'int8cpu'}.onnx"
+                with contextlib.redirect_stdout(io.StringIO()):
+                    q = calibrate_model(fp32, str(bottle / "train" / "good"), str(out), n=100, target=target,
+                                        speed=False, eval_data=str(bottle))
+                e = json.loads(report_path(q).read_text())["eval"]
+                rows.append({"preset": preset, "target": target, "early_layers": arm, "runtime": e["int8_provider"],
+                             "fp32_pixel_auroc": e["fp32"]["pixel_auroc"], "fp32_aupro": e["fp32"]["aupro"],
+                             "image_auroc_drop": e["image_auroc_drop"], "pixel_auroc_drop": e["pixel_auroc_drop"],
+                             "aupro_drop": e["aupro_drop"], "map_rel_error": e["agreement"]["map_mean_rel_error"]})
+                print(rows[-1], file=sys.stderr, flush=True)
+    qdq.early_layers = keep
+    return rows
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="hfr-int8-") as td:
+        work = Path(args.work or td)
+        work.mkdir(parents=True, exist_ok=True)
+        rows = run(work)
+    cols = [(k, k.replace("_", " "), f) for k, f in (("preset", None), ("target", None), ("early_layers", None),
+                                                        ("runtime", None), ("fp32_pixel_auroc", "{:.4f}"),
+                                                        ("image_auroc_drop", "{:.4f}"), ("pixel_auroc_drop", "{:.4f}"),
+                                                        ("aupro_drop", "{:.4f}"), ("map_rel_error", "{:.3f}"))]
+    print(table(rows, cols))
+    write_json("int8_early.json", {"epochs": None if args.ckpt else args.epochs, "ckpt": args.ckpt,
+                                   "set_options": args.set_option, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
