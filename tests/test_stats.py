@@ -98,10 +98,13 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
 
     from hfr_edge.config import PRESETS, preset_fields
 
-    assert preset_fields("paper") == {"stats": "none"} and preset_fields(None) == {}
-    assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "position"}
+    assert preset_fields("paper") == {"stats": "none", "decoder": "dense", "decoder_convs": 1, "up_kernel": 4}
+    assert preset_fields(None) == {}
+    assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "position",
+                                                                           "light": "position"}
+    assert ModelConfig(**preset_fields("surface")) == ModelConfig()  # the defaults are the surface preset
     out = tmp_path / "c.pt"
     r = subprocess.run([sys.executable, "-m", "hfr_edge", "train", str(tmp_path), "-o", str(out), "--preset", "fancy"],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.strip() == "hfr-edge: error: --preset 'fancy' must be one of: paper, surface"
+    assert r.returncode == 2 and r.stderr.strip() == "hfr-edge: error: --preset 'fancy' must be one of: surface, paper, light"
     assert not out.exists()

@@ -31,6 +31,20 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
     assert t["epochs"] == 2 and t["format"] == "mvtec" and t["holdout_images"] >= 1
     assert t["data"] == str(syn_data.resolve())
     assert [p.name for p in cli_ckpt.parent.iterdir()] == ["ckpt.pt"]  # no temp file left
+    c = ckpt["config"]  # the defaults: --preset surface
+    assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("dense", 1, 4, "position")
+
+
+def test_a_preset_and_options_beside_it(syn_data, tmp_path):
+    import torch
+
+    out = tmp_path / "light.pt"
+    r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--decoder-widths", "16,8,8",
+            "--preset", "light", "--up-kernel", "4")
+    assert r.returncode == 0, r.stderr
+    c = torch.load(out, weights_only=True)["config"]
+    # the preset's separable decoder and statistics; the option given beside it wins
+    assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("separable", 2, 4, "position")
 
 
 def test_eval_checkpoint_and_onnx_agree(cli_ckpt, syn_data, tmp_path):
@@ -110,7 +124,7 @@ def test_one_class_formats_score_by_the_mean(tmp_path):
                                            ("--level-weights", "0,0,0", "at least one positive"),
                                            ("--score", "median", "--score"), ("--up-kernel", "3", "--up-kernel"),
                                            ("--decoder-widths", "64,32", "three integers"),
-                                           ("--tap16", "middle", "--tap16")])
+                                           ("--tap16", "middle", "--tap16"), ("--decoder", "sparse", "--decoder")])
 def test_bad_score_options_are_one_line(tmp_path, syn_data, opt, val, match):
     r = hfr("train", syn_data, opt, val, "-o", tmp_path / "c.pt")
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -26,12 +26,14 @@ def train_command(
                                                                "e.g. 0.25,1,1 (default: the product's)")] = None,
     decoder_widths: Annotated[Optional[str], typer.Option(help="Decoder channels at strides 16, 8, 4, e.g. "
                                                                 "256,128,64 (default: the product's)")] = None,
-    decoder: Annotated[str, typer.Option(help="The decoder's 3x3 convolutions: dense (the paper's) | separable "
-                                              "(depthwise + pointwise, about 6x cheaper)")] = ModelConfig.decoder,
+    decoder: Annotated[Optional[str], typer.Option(help="The decoder's 3x3 convolutions: dense | separable "
+                                                        "(depthwise + pointwise, --preset light); default: the "
+                                                        "preset's, else the product's")] = None,
     bottleneck: Annotated[int, typer.Option(help="Squeeze the deepest features to this many channels before the "
                                                  "decoder (0: none)")] = ModelConfig.bottleneck,
-    up_kernel: Annotated[int, typer.Option(help="Kernel of the decoder's x2 transposed convolutions: 4 "
-                                                "(overlapping) or 2")] = ModelConfig.up_kernel,
+    up_kernel: Annotated[Optional[int], typer.Option(help="Kernel of the decoder's x2 transposed convolutions: 4 "
+                                                          "(overlapping) or 2; default: the preset's, else the "
+                                                          "product's")] = None,
     tap16: Annotated[str, typer.Option(help="Stride-16 level where the backbone has two stages there "
                                             "(efficientnet_lite0): early (stage 4, 80 ch) | late (stage 5, 112 ch)")] = ModelConfig.tap16,
     preset: Annotated[Optional[str], typer.Option(help="Named settings: " + PRESET_HELP + "; options given "
@@ -61,11 +63,11 @@ def train_command(
 
     weights3 = ModelConfig.level_weights if level_weights is None else parse_triple(level_weights, "--level-weights", float)
     widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
-    chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight)) if v is not None}
+    chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
+                                ("up_kernel", up_kernel)) if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
-                          "level_weights": weights3, "decoder_widths": widths, "decoder": decoder, "bottleneck": bottleneck,
-                          "up_kernel": up_kernel, "tap16": tap16, "score": score if score in ("max", "mean") else "max",
-                          **chosen})
+                          "level_weights": weights3, "decoder_widths": widths, "bottleneck": bottleneck,
+                          "tap16": tap16, "score": score if score in ("max", "mean") else "max", **chosen})
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)
     train_checkpoint(data, output, mcfg, tcfg, score=score, fmt=fmt, normal_class=normal_class, test=test,
