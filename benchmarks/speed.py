@@ -1,7 +1,8 @@
 """Speed of every graph on both CPU runtimes, in ONE interleaved run (issue 16):
 
 graphs   encoder-only (the frozen encoder and its pre-processing, exported alone), whole fp32,
-         fp16, int8 (TensorRT Q/DQ, `calibrate`), int8 cpu (`calibrate --target cpu`)
+         fp16, int8 (TensorRT Q/DQ, `calibrate`), int8 cpu (`calibrate --target cpu`), and the
+         `--preset light` graph at the same size (untrained weights: its cost only)
 runtimes ONNX Runtime CPU (the product's runner: one intra-op thread per physical core, set
          explicitly; without thread spinning) and OpenVINO (the product's runner: one latency request
          for an image, a batch split over its throughput streams); plus ORT's own default threading
@@ -31,12 +32,15 @@ import numpy as np
 from common import DATASETS, need, table, write_json
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--ckpt", help="checkpoint (default: train one on bottle with the defaults first; the int8 graphs'
-                " accuracy needs a trained model: a 5-epoch one lost 0.0017 pixel AUROC where an 8-epoch one lost 0.009)")
+ap.add_argument("--ckpt", help="checkpoint (default: train one on bottle with the defaults first; the int8 "
+                "graphs' accuracy needs a trained model: a 5-epoch one lost 0.0017 pixel AUROC where an 8-epoch "
+                "one lost 0.009)")
 ap.add_argument("--rounds", type=int, default=12)
 ap.add_argument("--slot", type=float, default=0.3, help="seconds per cell per round")
 ap.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="skip the int8 graphs' bottle eval")
 ap.add_argument("--work", help="folder for the graphs (default: a temporary one)")
+ap.add_argument("--no-light", dest="light", action="store_false",
+                help="skip the `--preset light` graph (untrained weights: its cost, not its accuracy)")
 ap.add_argument("--name", default="speed.json", help="results file in benchmarks/results/")
 ap.add_argument("--peers", default=str(Path(__file__).resolve().parent / "results" / "peers_onnx"),
                 help="folder of benchmarks/peers.py's ONNX exports: bottle-padim-s0.onnx and "
@@ -78,6 +82,16 @@ def export_encoder(ckpt: Path, out: Path) -> Path:
     return out
 
 
+def light_checkpoint(ckpt: Path, work: Path) -> Path:
+    """`--preset light` at the checkpoint's size with untrained decoder weights: the same graph's cost."""
+    from hfr_edge.checkpoint import load_checkpoint, save_checkpoint
+    from hfr_edge.config import ModelConfig, NormStats, preset_fields
+    from hfr_edge.model import HFRAE
+
+    cfg = ModelConfig.from_dict({**load_checkpoint(ckpt)["config"], **preset_fields("light")})
+    return save_checkpoint(work / "light.pt", HFRAE(cfg).eval(), NormStats(threshold=1.0, low=0.0), {})
+
+
 def make_graphs(ckpt: Path, work: Path) -> dict:
     from hfr_edge.compare import report_path
     from hfr_edge.export.onnx_export import export_onnx
@@ -88,6 +102,8 @@ def make_graphs(ckpt: Path, work: Path) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
         graphs["fp32"] = Path(export_onnx(str(ckpt), str(fp32)))
         graphs["fp16"] = make_fp16(fp32, work / "model.fp16.onnx")
+        if args.light:
+            graphs["light"] = Path(export_onnx(str(light_checkpoint(ckpt, work)), str(work / "light.onnx")))
     evals = {}
     for name, target in (("int8", "tensorrt"), ("int8cpu", "cpu")):
         graphs[name] = calibrate_model(fp32, str(bottle / "train" / "good"), n=100, target=target, speed=False,
@@ -186,6 +202,12 @@ def main() -> None:
     ips = lambda g, rt, b=1: by[(g, rt, b)]["images_per_s"]  # noqa: E731
     ratios = {
         "whole_over_encoder_ort_fp32_b1": by[("fp32", "onnxruntime", 1)]["p50_ms"] / by[("encoder", "onnxruntime", 1)]["p50_ms"],
+        **({"light_over_encoder_ort_fp32_b1": by[("light", "onnxruntime", 1)]["p50_ms"]
+            / by[("encoder", "onnxruntime", 1)]["p50_ms"],
+            "light_over_encoder_openvino_fp32_b1": by[("light", "openvino", 1)]["p50_ms"]
+            / by[("encoder", "openvino", 1)]["p50_ms"],
+            "whole_over_encoder_openvino_fp32_b1": by[("fp32", "openvino", 1)]["p50_ms"]
+            / by[("encoder", "openvino", 1)]["p50_ms"]} if ("light", "onnxruntime", 1) in by else {}),
         "int8cpu_openvino_over_fp32_ort_b1": ips("int8cpu", "openvino") / ips("fp32", "onnxruntime"),
         "int8cpu_openvino_over_fp32_ort_b8": ips("int8cpu", "openvino", 8) / ips("fp32", "onnxruntime", 8),
         "int8_trt_openvino_over_fp32_ort_b1": ips("int8", "openvino") / ips("fp32", "onnxruntime"),
@@ -197,7 +219,9 @@ def main() -> None:
     for peer in ("padim", "patchcore"):  # the speed goal: hfr-edge's whole graph <= 0.5x PaDiM's latency
         for rt in ("onnxruntime", "openvino"):
             if (peer, rt, 1) in by:
-                ratios[f"fp32_over_{peer}_{rt}_b1"] = by[("fp32", rt, 1)]["p50_ms"] / by[(peer, rt, 1)]["p50_ms"]
+                for g in ("fp32", "light", "int8cpu"):
+                    if (g, rt, 1) in by:
+                        ratios[f"{g}_over_{peer}_{rt}_b1"] = by[(g, rt, 1)]["p50_ms"] / by[(peer, rt, 1)]["p50_ms"]
     for r in rows:
         r["batch8_over_batch1"] = ratios["batch8_over_batch1"].get(f"{r['graph']} {r['runtime']}")
     cols = [("graph", "graph", None), ("runtime", "runtime", None), ("batch", "batch", None), ("n", "n", None),
