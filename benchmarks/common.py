@@ -23,17 +23,20 @@ def need(path: Path, what: str) -> Path:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
+    cpu, isa = platform.processor() or "", []
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):  # int8 speed depends on these (VNNI: int8 dot products)
+                isa = sorted({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"} & set(line.split()))
                 break
     except OSError:
         pass
     import onnxruntime as ort
 
-    d = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__}
+    d = {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
+         "onnxruntime": ort.__version__}
     try:
         import torch
 
