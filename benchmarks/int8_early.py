@@ -11,7 +11,7 @@ own fp32 graph. Writes benchmarks/results/int8_early.json.
 
 import argparse
 import contextlib
-import copy
+import dataclasses
 import io
 import json
 import sys
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from common import DATASETS, need, table, write_json
-from suite import parse_options
+from suite import parse_options, refit_fusion
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--epochs", type=int, default=30)
@@ -30,14 +30,12 @@ ap.add_argument("--set-option", action="append", default=[], metavar="KEY=VALUE"
 args = ap.parse_args()
 bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
 
-import torch  # noqa: E402
-
 from hfr_edge.calib import qdq  # noqa: E402
 from hfr_edge.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
 from hfr_edge.compare import report_path  # noqa: E402
 from hfr_edge.config import ModelConfig, NormStats, TrainConfig  # noqa: E402
 from hfr_edge.export.onnx_export import export_onnx  # noqa: E402
-from hfr_edge.train import fit, reference_images, reference_stats  # noqa: E402
+from hfr_edge.train import fit  # noqa: E402
 from hfr_edge.variants import calibrate_model  # noqa: E402
 from suite_data import load_set  # noqa: E402
 
@@ -56,10 +54,7 @@ def checkpoints(work: Path) -> dict:
         model, stats, summary = fit(d.x_train, d.x_hold, ModelConfig(**{**mopt, "stats": "position"}),
                                     TrainConfig(epochs=args.epochs, seed=0), progress=False)
         print(f"trained in {time.time() - t0:.0f} s", file=sys.stderr)
-    paper = copy.deepcopy(model)
-    paper.cfg = ModelConfig(**{**model.cfg.to_dict(), "stats": "none"})
-    paper.gauss = None
-    pstats = reference_stats(paper, paper.cfg, reference_images(d.x_train, d.x_hold), torch.device("cpu"))
+    paper, pstats = refit_fusion(model, dataclasses.replace(model.cfg, stats="none"), d)
     return {"surface": save_checkpoint(work / "surface.pt", model, stats, summary),
             "paper": save_checkpoint(work / "paper.pt", paper, pstats, summary)}
 

@@ -54,6 +54,7 @@ from hfr_edge.runtime.onnxrt import OrtRunner, physical_cores  # noqa: E402
 from hfr_edge.runtime.openvino import OvRunner, ov_core, ov_module  # noqa: E402
 
 BATCHES = (1, 8)
+RUNTIME_KEYS = {"onnxruntime": "ort", "openvino": "openvino"}  # runtime -> its name in the ratios' keys
 
 
 def export_encoder(ckpt: Path, out: Path) -> Path:
@@ -201,13 +202,9 @@ def main() -> None:
     by = {(r["graph"], r["runtime"], r["batch"]): r for r in rows}
     ips = lambda g, rt, b=1: by[(g, rt, b)]["images_per_s"]  # noqa: E731
     ratios = {
-        "whole_over_encoder_ort_fp32_b1": by[("fp32", "onnxruntime", 1)]["p50_ms"] / by[("encoder", "onnxruntime", 1)]["p50_ms"],
-        **({"light_over_encoder_ort_fp32_b1": by[("light", "onnxruntime", 1)]["p50_ms"]
-            / by[("encoder", "onnxruntime", 1)]["p50_ms"],
-            "light_over_encoder_openvino_fp32_b1": by[("light", "openvino", 1)]["p50_ms"]
-            / by[("encoder", "openvino", 1)]["p50_ms"],
-            "whole_over_encoder_openvino_fp32_b1": by[("fp32", "openvino", 1)]["p50_ms"]
-            / by[("encoder", "openvino", 1)]["p50_ms"]} if ("light", "onnxruntime", 1) in by else {}),
+        **{f"{name}_over_encoder_{short}_fp32_b1": by[(g, rt, 1)]["p50_ms"] / by[("encoder", rt, 1)]["p50_ms"]
+           for g, name in (("fp32", "whole"), ("light", "light")) for rt, short in RUNTIME_KEYS.items()
+           if (g, rt, 1) in by},
         "int8cpu_openvino_over_fp32_ort_b1": ips("int8cpu", "openvino") / ips("fp32", "onnxruntime"),
         "int8cpu_openvino_over_fp32_ort_b8": ips("int8cpu", "openvino", 8) / ips("fp32", "onnxruntime", 8),
         "int8_trt_openvino_over_fp32_ort_b1": ips("int8", "openvino") / ips("fp32", "onnxruntime"),

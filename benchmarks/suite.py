@@ -109,16 +109,30 @@ def variants(presets, mcfg: ModelConfig, tag: str) -> dict:
     return out
 
 
-def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
-    """Train one decoder on a set, score it under every variant; one row per variant."""
+def refit_fusion(trained, cfg: ModelConfig, d):
+    """(model, NormStats): the same trained decoder (and Gaussian) under another fusion `cfg` (its
+    POST_TRAINING fields), normalised on the set's reference normals as training would."""
     import copy
 
+    import torch
+
+    from hfr_edge.train import reference_images, reference_stats
+
+    model = copy.deepcopy(trained)
+    model.cfg = cfg
+    if cfg.stats == "none":
+        model.gauss = None
+    return model, reference_stats(model, cfg, reference_images(d.x_train, d.x_hold), torch.device("cpu"))
+
+
+def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
+    """Train one decoder on a set, score it under every variant; one row per variant."""
     import torch
 
     from hfr_edge.checkpoint import save_checkpoint
     from hfr_edge.export.onnx_export import export_onnx
     from hfr_edge.model import DeployModel
-    from hfr_edge.train import fit, reference_images, reference_stats
+    from hfr_edge.train import fit
 
     mcfg, tkw = configs("oneclass" if name.startswith(("mnist-", "fashion-mnist-")) else "image", args, mopt, topt)
     cfgs = variants(presets, mcfg, args.tag)
@@ -130,13 +144,7 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
     train_s = time.time() - t0
     rows = []
     for method, c in cfgs.items():
-        model, stats = trained, trained_stats
-        if c != trained_cfg:  # the same decoder (and Gaussian) under another fusion
-            model = copy.deepcopy(trained)
-            model.cfg = c
-            if c.stats == "none":
-                model.gauss = None
-            stats = reference_stats(model, c, reference_images(d.x_train, d.x_hold), torch.device("cpu"))
+        model, stats = (trained, trained_stats) if c == trained_cfg else refit_fusion(trained, c, d)
         module = DeployModel(model, stats).eval()
         scores, maps = [], []
         with torch.inference_mode():

@@ -29,7 +29,7 @@ class ModelConfig:
     decoder_widths: Tuple[int, int, int] = (256, 128, 64)  # decoder channels at strides 16, 8, 4
     # the decoder's 3x3 convolutions: "dense" (the paper's) or "separable" (depthwise + pointwise;
     # `--preset light`: 2 per stage, kernel-2 up-convolutions, the whole graph at about 1.5x the encoder
-    # alone where the dense decoder is 2.3x, ONNX Runtime fp32 batch 1). On the suite (2 seeds) separable
+    # alone where the dense decoder is 2.3-2.5x, ONNX Runtime fp32 batch 1). On the suite (2 seeds) separable
     # holds bottle, brick and ELPV but loses on gravel (image AUROC -0.04, AUPRO -0.027) and grass (pixel
     # AUROC -0.008, AUPRO -0.021), beyond their seed spread, so the default stays dense (README.md)
     decoder: str = "dense"
@@ -124,7 +124,7 @@ PRESETS = {
     # HFR-AE as published: the reconstruction residual alone (objects the decoder reconstructs well:
     # bottle's pixel AUROC +0.0013)
     "paper": {"stats": "none", "decoder": "dense", "decoder_convs": 1, "up_kernel": 4},
-    # surface with the separable decoder: the whole graph at about 1.5x the encoder alone instead of 2.3x,
+    # surface with the separable decoder: the whole graph at about 1.5x the encoder alone instead of 2.5x,
     # for CPUs; loses on fine textures (gravel image AUROC -0.04)
     "light": {"stats": "position", "stats_weight": 1.0, "decoder": "separable", "decoder_convs": 2, "up_kernel": 2},
 }

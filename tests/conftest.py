@@ -39,7 +39,8 @@ def tiny_ckpt(tmp_path_factory, syn_data):
     """A checkpoint trained for 2 epochs at 64 px with a narrow decoder (seconds on a CPU), `--preset
     paper` (dense decoder, no statistics): 10 images cannot estimate the statistics' covariances (112
     channels seen at 160 positions), and the accuracy bounds of the pipeline tests were set on it; the
-    defaults (separable decoder, statistics) train in test_model, test_stats, test_calibrate and the CLI tests."""
+    defaults (statistics) and the separable decoder train in test_model, test_stats, test_calibrate and
+    the CLI tests."""
     pytest.importorskip("torch")
     from hfr_edge.checkpoint import save_checkpoint
     from hfr_edge.config import ModelConfig, TrainConfig, preset_fields
