@@ -1,12 +1,13 @@
 """What int8 costs on bottle with and without the encoder's early layers in float (calib/qdq.py
-`early_layers`): one trained decoder, scored as `--preset paper` and as `--preset surface`, calibrated
+`early_layers`): one trained decoder, scored as `--preset paper` and as the defaults (`surface`), calibrated
 for both targets (TensorRT's symmetric Q/DQ graph, judged on ONNX Runtime's CPU provider; the CPU
 target's, judged on OpenVINO) on 100 training frames, evaluated on the whole test set against its
 own fp32 graph. Writes benchmarks/results/int8_early.json.
 
     python benchmarks/int8_early.py [--epochs 30] [--ckpt surface.pt] [--work DIR] [--set-option k=v ...]
 
---ckpt: a `--preset surface` checkpoint of bottle (its paper twin is derived: same decoder, no statistics).
+--ckpt: a bottle checkpoint of the default decoder, scored under the defaults' fusion (refitted if it was
+trained under another) and under `--preset paper`'s (same decoder, no statistics).
 """
 
 import argparse
@@ -20,20 +21,22 @@ import time
 from pathlib import Path
 
 from common import DATASETS, need, table, write_json
-from suite import parse_options, refit_fusion
+from suite import POST_TRAINING, parse_options, refit_fusion
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--epochs", type=int, default=30)
-ap.add_argument("--ckpt", help="a bottle checkpoint trained with --preset surface (default: train one)")
+ap.add_argument("--ckpt", help="a bottle checkpoint of the default decoder (default: train one)")
 ap.add_argument("--work", help="folder for the checkpoints and graphs (default: a temporary one)")
 ap.add_argument("--set-option", action="append", default=[], metavar="KEY=VALUE", help="ModelConfig fields")
+ap.add_argument("--name", default="int8_early.json", help="results file in benchmarks/results/")
+ap.add_argument("--arms", default="all int8,early float", help="which encoder placements to calibrate")
 args = ap.parse_args()
 bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
 
 from hfr_edge.calib import qdq  # noqa: E402
 from hfr_edge.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
 from hfr_edge.compare import report_path  # noqa: E402
-from hfr_edge.config import ModelConfig, NormStats, TrainConfig  # noqa: E402
+from hfr_edge.config import ModelConfig, NormStats, TrainConfig, preset_fields  # noqa: E402
 from hfr_edge.export.onnx_export import export_onnx  # noqa: E402
 from hfr_edge.train import fit  # noqa: E402
 from hfr_edge.variants import calibrate_model  # noqa: E402
@@ -46,15 +49,17 @@ def checkpoints(work: Path) -> dict:
     if args.ckpt:
         ck = load_checkpoint(args.ckpt)
         model, stats, summary = model_from_checkpoint(ck, args.ckpt), NormStats.from_dict(ck["norm"]), ck["train"]
-        if model.cfg.stats != "position":
-            raise SystemExit(f"--ckpt {args.ckpt}: train it with --preset surface (it has stats {model.cfg.stats})")
+        surface = dataclasses.replace(model.cfg, **{k: getattr(ModelConfig(), k) for k in POST_TRAINING})
+        if model.cfg != surface:  # trained under another fusion: the same decoder under the defaults' fusion
+            model, stats = refit_fusion(model, surface, d)
     else:
         mopt, _ = parse_options(args.set_option)
         t0 = time.time()
-        model, stats, summary = fit(d.x_train, d.x_hold, ModelConfig(**{**mopt, "stats": "position"}),
+        model, stats, summary = fit(d.x_train, d.x_hold, ModelConfig(**mopt),
                                     TrainConfig(epochs=args.epochs, seed=0), progress=False)
         print(f"trained in {time.time() - t0:.0f} s", file=sys.stderr)
-    paper, pstats = refit_fusion(model, dataclasses.replace(model.cfg, stats="none"), d)
+    paper, pstats = refit_fusion(model, dataclasses.replace(model.cfg, **{k: v for k, v in preset_fields("paper").items()
+                                                                          if k in POST_TRAINING}), d)
     return {"surface": save_checkpoint(work / "surface.pt", model, stats, summary),
             "paper": save_checkpoint(work / "paper.pt", paper, pstats, summary)}
 
@@ -65,7 +70,7 @@ def run(work: Path) -> list:
         with contextlib.redirect_stdout(io.StringIO()):
             fp32 = export_onnx(str(ck), str(work / f"{preset}.onnx"))
         for target in ("tensorrt", "cpu"):
-            for arm in ("all int8", "early float"):
+            for arm in args.arms.split(","):
                 qdq.early_layers = keep if arm == "early float" else (lambda model: [])
                 out = work / f"{preset}-{arm.split()[0]}.{'int8' if target == 'tensorrt' else 'int8cpu'}.onnx"
                 with contextlib.redirect_stdout(io.StringIO()):
@@ -91,7 +96,7 @@ def main() -> None:
                                                         ("image_auroc_drop", "{:.4f}"), ("pixel_auroc_drop", "{:.4f}"),
                                                         ("aupro_drop", "{:.4f}"), ("map_rel_error", "{:.3f}"))]
     print(table(rows, cols))
-    write_json("int8_early.json", {"epochs": None if args.ckpt else args.epochs, "ckpt": args.ckpt,
+    write_json(args.name, {"epochs": None if args.ckpt else args.epochs, "ckpt": args.ckpt,
                                    "set_options": args.set_option, "rows": rows})
 
 

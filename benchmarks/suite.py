@@ -5,7 +5,7 @@ per method and the seed spread per set. The check for any change of defaults.
 
     python benchmarks/suite.py [--sets bottle,elpv,...] [--seeds 0,1] [--epochs N] [--tag T]
         [--set-option key=value ...] [--oneclass-preset oneclass|defaults] [--report-only]
-        [--presets paper,surface] [--no-peer-latency]
+        [--presets paper,surface,stats:local] [--fusion NAME:key=value;...] [--no-peer-latency]
 
 - MVTec-layout sets and ELPV: ModelConfig() and TrainConfig() defaults (image size: the set's, 256).
 - One-class sets: the settings of benchmarks/oneclass.py (ONECLASS below: 64 px, score mean,
@@ -18,7 +18,9 @@ per method and the seed spread per set. The check for any change of defaults.
   them; those p50s go into the row (`peer_p50_ms`) and the table's "p50 now" column.
 - `--presets paper,surface`: ONE decoder per set and seed (the defaults' and --set-option's), scored
   under each preset's fusion (statistics or none; a preset's decoder fields are not applied here):
-  the comparison of the fusions without training noise.
+  the comparison of the fusions without training noise. `stats:KIND` is that statistics kind alone
+  (refitted on the training images). `--fusion NAME:stats=local;level_weights=0,0.5,1` (repeatable)
+  scores the same decoder under any POST_TRAINING fields as method hfr-edge-NAME.
 Rows: `method` = hfr-edge (or hfr-edge-TAG, hfr-edge-PRESET[-TAG]), merged into suite.json by
 set/method/seed.
 """
@@ -89,23 +91,41 @@ def configs(kind: str, args, mopt: dict, topt: dict):
     return ModelConfig(**{**m, **mopt}), {**t, **topt}
 
 
-POST_TRAINING = {"stats", "stats_weight"}  # fields that change the map, never the decoder's training
+# fields that change the map, never the decoder's training (the loss weighs every level alike)
+POST_TRAINING = {"stats", "stats_weight", "level_weights"}
 
 
-def variants(presets, mcfg: ModelConfig, tag: str) -> dict:
+def parse_fusions(items) -> dict:
+    """--fusion NAME:key=value;key=value (POST_TRAINING fields) -> {NAME: ModelConfig kwargs}."""
+    out = {}
+    for item in items:
+        name, _, spec = item.partition(":")
+        fields, _ = parse_options([kv for kv in spec.split(";") if kv])
+        if not name or not fields or set(fields) - POST_TRAINING:
+            raise SystemExit(f"--fusion {item!r}: give NAME:key=value;key=value with fields of "
+                             f"{', '.join(sorted(POST_TRAINING))}")
+        out[name] = fields
+    return out
+
+
+def variants(presets, mcfg: ModelConfig, tag: str, fusions=None, oneclass: bool = False) -> dict:
     """method name -> ModelConfig, one per preset (`--presets`), or the defaults alone. A preset here is
     its fusion only (its POST_TRAINING fields; the decoder is the run's: the defaults and --set-option),
-    at most one statistics kind besides none per run, so ONE decoder is trained and scored under each:
-    their differences are the fusion's, never training noise."""
+    so ONE decoder is trained and scored under each (another kind of statistics is refitted on the
+    same training images): their differences are the fusion's, never training noise."""
     from hfr_edge.config import preset_fields
 
     suffix = f"-{tag}" if tag else ""
-    if not presets:
+    if not presets and not fusions:
         return {f"hfr-edge{suffix}": mcfg}
-    out = {f"hfr-edge-{p}{suffix}": dataclasses.replace(mcfg, **{k: v for k, v in preset_fields(p).items()
-                                                               if k in POST_TRAINING}) for p in presets}
-    if len({c.stats for c in out.values()} - {"none"}) > 1:
-        raise SystemExit("--presets: at most one statistics kind besides none per run")
+    out = {}
+    for name, fields in (fusions or {}).items():  # the one-class sets keep their own level weights
+        keep = {k: v for k, v in fields.items() if not (oneclass and k == "level_weights")}
+        out[f"hfr-edge-{name}{suffix}"] = dataclasses.replace(mcfg, **keep)
+    for p in presets:  # a preset's name, or "stats:KIND" (that statistics kind alone: a fusion to try)
+        fields = {"stats": p.split(":", 1)[1]} if p.startswith("stats:") else preset_fields(p)
+        out[f"hfr-edge-{p.replace(':', '-')}{suffix}"] = dataclasses.replace(
+            mcfg, **{k: v for k, v in fields.items() if k in POST_TRAINING})
     return out
 
 
@@ -118,11 +138,21 @@ def refit_fusion(trained, cfg: ModelConfig, d):
 
     from hfr_edge.train import reference_images, reference_stats
 
+    from hfr_edge.model import FeatureGaussian
+    from hfr_edge.train import _encode_all, fit_statistics
+
     model = copy.deepcopy(trained)
+    kind = model.cfg.stats
     model.cfg = cfg
+    ref, cpu = reference_images(d.x_train, d.x_hold), torch.device("cpu")
     if cfg.stats == "none":
         model.gauss = None
-    return model, reference_stats(model, cfg, reference_images(d.x_train, d.x_hold), torch.device("cpu"))
+    elif cfg.stats != kind:  # another kind of statistics: fitted on the training images as `fit` does
+        levels = model.spec.levels(cfg.tap16)
+        model.gauss = FeatureGaussian([t.channels for t in levels], [(cfg.image_size // t.stride,) * 2 for t in levels],
+                                      cfg.stats)
+        fit_statistics(model, _encode_all(model, d.x_train, cpu)[0], ref, cpu)
+    return model, reference_stats(model, cfg, ref, cpu)
 
 
 def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
@@ -135,13 +165,31 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
     from hfr_edge.train import fit
 
     mcfg, tkw = configs("oneclass" if name.startswith(("mnist-", "fashion-mnist-")) else "image", args, mopt, topt)
-    cfgs = variants(presets, mcfg, args.tag)
+    cfgs = variants(presets, mcfg, args.tag, parse_fusions(args.fusion), oneclass=name.startswith(("mnist-", "fashion-mnist-")))
     trained_cfg = next((c for c in cfgs.values() if c.stats != "none"), next(iter(cfgs.values())))
     d = load_set(name, seed, size=mcfg.image_size, textures=args.textures)
     tcfg = TrainConfig(**{**tkw, "seed": seed})
-    t0 = time.time()
-    trained, trained_stats, summary = fit(d.x_train, d.x_hold, trained_cfg, tcfg, progress=False)
-    train_s = time.time() - t0
+    kept = Path(args.models) / f"{name}-{args.tag or 'defaults'}-s{seed}.pt" if args.models else None
+    if kept is not None and kept.is_file():  # the decoder trained by an earlier run, scored under new fusions
+        from hfr_edge.checkpoint import _config, load_checkpoint, model_from_checkpoint
+
+        ckpt = load_checkpoint(kept)
+        trained, (_, trained_stats) = model_from_checkpoint(ckpt, str(kept)), _config(ckpt, str(kept))
+        summary = ckpt["train"]
+        train_s = summary.get("train_s", 0.0)
+        def decoder_fields(c):
+            return {k: v for k, v in c.to_dict().items() if k not in POST_TRAINING}
+
+        if decoder_fields(trained.cfg) != decoder_fields(trained_cfg):
+            raise SystemExit(f"{kept}: trained with another decoder than this run's; give another --tag or --models")
+        trained_cfg = trained.cfg  # another statistics kind or fusion is refitted below
+    else:
+        t0 = time.time()
+        trained, trained_stats, summary = fit(d.x_train, d.x_hold, trained_cfg, tcfg, progress=False)
+        train_s = summary["train_s"] = time.time() - t0
+        if kept is not None:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(kept, trained, trained_stats, summary)
     rows = []
     for method, c in cfgs.items():
         model, stats = (trained, trained_stats) if c == trained_cfg else refit_fusion(trained, c, d)
@@ -221,7 +269,12 @@ def main():
     ap.add_argument("--oneclass-preset", default="oneclass", choices=["oneclass", "defaults"])
     ap.add_argument("--textures", default=None, help="texture suite folder (default: textures.py's cache)")
     ap.add_argument("--presets", default="", help="score one trained decoder under each of these presets "
-                    "(e.g. paper,surface): methods hfr-edge-PRESET[-TAG]")
+                    "(e.g. paper,surface) or statistics kinds (stats:local): methods hfr-edge-PRESET[-TAG]")
+    ap.add_argument("--fusion", action="append", default=[], metavar="NAME:KEY=VALUE;KEY=VALUE",
+                    help="score the trained decoder under this fusion too (stats, stats_weight, level_weights; "
+                         "the one-class sets keep their level weights): method hfr-edge-NAME[-TAG]")
+    ap.add_argument("--models", default=None, metavar="DIR", help="keep each trained decoder here (SET-TAG-sSEED.pt) "
+                    "and reuse it when it is there: new fusions without retraining")
     ap.add_argument("--no-peer-latency", action="store_true", help="time hfr-edge's graph alone (another job "
                     "shares the CPU: timings are not comparable then anyway)")
     ap.add_argument("--report-only", action="store_true", help="print the table of suite.json, train nothing")

@@ -106,42 +106,63 @@ def cosine_residual(a: torch.Tensor, b: torch.Tensor, eps: float = RESIDUAL_EPS)
     return cosine_distance(a.float(), b.float(), eps)
 
 
-class FeatureGaussian(nn.Module):
-    """The normal images' encoder features as one Gaussian per level, fitted after training: a mean
-    (per position, or shared by all positions) and a whitening matrix W with W^T W = the inverse
-    covariance (shared by all positions, shrunk towards a multiple of the identity). forward: levels
-    -> per level the squared Mahalanobis distance over the channel count, (B, 1, h, w): about 1 on
-    normal features. Where the decoder cannot reconstruct a texture, the texture's statistics still
-    say what is normal (as PaDiM's do), at the cost of one 1x1 convolution per level."""
+LOCAL_MIX = 0.2  # `local`: share of the level's covariance (all positions') in each position's
 
-    def __init__(self, channels: Sequence[int], grids: Sequence[Tuple[int, int]], per_position: bool):
+
+class FeatureGaussian(nn.Module):
+    """The normal images' encoder features as one Gaussian per level, fitted after training, in one
+    of three kinds: "shared" (one mean and one covariance for all positions), "position" (a mean per
+    position, one covariance) or "local" (a mean and a covariance per position, as PaDiM's; each
+    position's covariance mixed with the level's, LOCAL_MIX, since a few hundred images estimate a
+    covariance per position poorly). Each covariance is shrunk towards a multiple of the identity and
+    stored as its whitening matrix W (W W^T = its inverse). forward: levels -> per level the squared
+    Mahalanobis distance over the channel count, (B, 1, h, w): about 1 on normal features. Where the
+    decoder cannot reconstruct a texture, the texture's statistics still say what is normal, at the
+    cost of one 1x1 convolution per level ("local": one (C, C) product per position)."""
+
+    KINDS = ("shared", "position", "local")
+
+    def __init__(self, channels: Sequence[int], grids: Sequence[Tuple[int, int]], kind: str):
         super().__init__()
-        self.levels = len(channels)
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown statistics kind {kind!r}")
+        self.kind, self.levels = kind, len(channels)
         for i, (c, (h, w)) in enumerate(zip(channels, grids)):
+            per_position = kind != "shared"
             self.register_buffer(f"mean{i}", torch.zeros(1, c, h if per_position else 1, w if per_position else 1))
-            self.register_buffer(f"white{i}", torch.eye(c).view(c, c, 1, 1))
+            # shared / position: a 1x1 convolution kernel (C_out, C_in, 1, 1) = W^T;
+            # local: per position W, (h w, C, C), so z = y @ W for the row vector y of a position
+            white = torch.eye(c).expand(h * w, c, c).clone() if kind == "local" else torch.eye(c).view(c, c, 1, 1)
+            self.register_buffer(f"white{i}", white)
         # per level, 1 / the mean residual and 1 / the mean distance on held-out normal images (set by train)
         self.register_buffer("level_scale", torch.ones(2, self.levels))
 
     @torch.no_grad()
-    def fit(self, levels: Sequence[torch.Tensor], shrink: float = 0.01) -> None:
-        """levels: encoder features of the training images, (N, C, h, w) per level; the covariance shrunk
-        towards a multiple of the identity by `shrink`, or by channels / samples where that is more
-        (a level of 112 channels seen at 160 positions in all: 0.7; bottle's: 112 / 48,000, so 0.01)."""
+    def fit(self, levels: Sequence[torch.Tensor], shrink: float = 0.01, mix: float = LOCAL_MIX) -> None:
+        """levels: encoder features of the training images, (N, C, h, w) per level; every covariance
+        shrunk towards a multiple of the identity by `shrink`, or by channels / samples where that is
+        more (a level of 112 channels seen at 160 positions in all: 0.7; bottle's: 112 / 48,000, so
+        0.01; for "local" the samples are the level's, after the mix with the level's covariance)."""
         for i, f in enumerate(levels):
             f = f.double()
-            per_position = getattr(self, f"mean{i}").shape[-1] > 1
-            mean = f.mean(0, keepdim=True) if per_position else f.mean((0, 2, 3), keepdim=True)
-            x = (f - mean).permute(0, 2, 3, 1).reshape(-1, f.shape[1])  # (N h w, C)
-            cov = x.T @ x / max(len(x) - 1, 1)
-            c = cov.shape[0]
+            n, c, h, w = f.shape
+            mean = f.mean((0, 2, 3), keepdim=True) if self.kind == "shared" else f.mean(0, keepdim=True)
+            x = (f - mean).permute(2, 3, 0, 1).reshape(h * w, n, c)  # (positions, N, C)
+            sums = x.transpose(1, 2) @ x  # per position, (P, C, C)
+            cov = sums.sum(0, keepdim=True) / max(n * h * w - 1, 1)  # the level's (all positions'), (1, C, C)
+            if self.kind == "local":
+                cov = (1.0 - mix) * sums / max(n - 1, 1) + mix * cov
             # few samples per channel bias the smallest eigenvalues towards 0 (the whitening would then
             # magnify noise, int8 rounding included): shrink by at least channels / samples
-            amount = max(shrink, c / max(len(x), 1))
-            cov = cov + amount * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(c, dtype=cov.dtype)
-            chol = torch.linalg.cholesky(torch.linalg.inv(cov))  # inv(cov) = L L^T, so W = L^T
+            amount = max(shrink, c / max(n * h * w, 1))
+            scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[:, None, None]
+            cov = cov + amount * scale * torch.eye(c, dtype=cov.dtype)
+            chol = torch.linalg.cholesky(torch.linalg.inv(cov))  # inv(cov) = L L^T: W = L, z = y L
             getattr(self, f"mean{i}").copy_(mean.float())
-            getattr(self, f"white{i}").copy_(chol.T.contiguous().view(c, c, 1, 1).float())
+            if self.kind == "local":
+                getattr(self, f"white{i}").copy_(chol.float())
+            else:
+                getattr(self, f"white{i}").copy_(chol[0].T.contiguous().view(c, c, 1, 1).float())
 
     def forward(self, levels: Sequence[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
         out = []
@@ -149,8 +170,15 @@ class FeatureGaussian(nn.Module):
             if f is None:  # a level the map leaves out
                 out.append(None)
                 continue
-            z = F.conv2d(f.float() - getattr(self, f"mean{i}"), getattr(self, f"white{i}"))  # (B, C, h, w)
-            out.append(channel_sum(z * z) / z.shape[1])
+            y = f.float() - getattr(self, f"mean{i}")  # (B, C, h, w)
+            c, h, w = (int(v) for v in y.shape[1:])
+            if self.kind == "local":  # one (C, C) product per position: (P, B, C) @ (P, C, C)
+                z = torch.matmul(y.flatten(2).permute(2, 0, 1), getattr(self, f"white{i}"))
+                d = (z * z).sum(-1).t().reshape(-1, 1, h, w)  # (P, B) -> (B, 1, h, w)
+            else:
+                z = F.conv2d(y, getattr(self, f"white{i}"))  # (B, C, h, w)
+                d = channel_sum(z * z)
+            out.append(d / c)
         return out
 
 
@@ -274,7 +302,7 @@ class HFRAE(nn.Module):
             levels = self.spec.levels(cfg.tap16)
             self.gauss = FeatureGaussian([t.channels for t in levels],
                                          [(cfg.image_size // t.stride, cfg.image_size // t.stride) for t in levels],
-                                         per_position=cfg.stats == "position")
+                                         kind=cfg.stats)
         self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1), persistent=False)
 

@@ -23,7 +23,8 @@ def train_command(
     score: Annotated[str, typer.Option(help="Image score from the map: auto (mean for the one-class formats mnist, "
                                             "fashion-mnist, cifar10; max otherwise) | max | mean")] = "auto",
     level_weights: Annotated[Optional[str], typer.Option(help="Weights of the stride 4, 8, 16 levels in the map, "
-                                                               "e.g. 0.25,1,1 (default: the product's)")] = None,
+                                                               "e.g. 0.25,1,1 (a level of weight 0 leaves the graph); default: the preset's, "
+                                                               "else the product's")] = None,
     decoder_widths: Annotated[Optional[str], typer.Option(help="Decoder channels at strides 16, 8, 4, e.g. "
                                                                 "256,128,64 (default: the product's)")] = None,
     decoder: Annotated[Optional[str], typer.Option(help="The decoder's 3x3 convolutions: dense | separable "
@@ -40,7 +41,8 @@ def train_command(
                                                         "beside it win")] = None,
     stats: Annotated[Optional[str], typer.Option(help="Normal-feature statistics fused with the residual: none (the "
                                                       "paper's HFR-AE) | shared (one mean for all positions) | "
-                                                      "position (a mean per position); default: the preset's, else the product's")] = None,
+                                                      "position (a mean per position) | local (a mean and a covariance per position, "
+                                                      "for aligned parts); default: the preset's, else the product's")] = None,
     stats_weight: Annotated[Optional[float], typer.Option(help="Weight of the statistics' term against the residual's "
                                                                "(both 1 on held-out normals)")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training images")] = TrainConfig.epochs,
@@ -61,12 +63,12 @@ def train_command(
     from ..base.view import View, parse_roi, parse_tiles
     from ..train import parse_triple, train_checkpoint
 
-    weights3 = ModelConfig.level_weights if level_weights is None else parse_triple(level_weights, "--level-weights", float)
+    weights3 = None if level_weights is None else parse_triple(level_weights, "--level-weights", float)
     widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
-                                ("up_kernel", up_kernel)) if v is not None}
+                                ("up_kernel", up_kernel), ("level_weights", weights3)) if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
-                          "level_weights": weights3, "decoder_widths": widths, "bottleneck": bottleneck,
+                          "decoder_widths": widths, "bottleneck": bottleneck,
                           "tap16": tap16, "score": score if score in ("max", "mean") else "max", **chosen})
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)

@@ -21,6 +21,7 @@ ALLOWED_OPS = {
     "Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "Add", "Sub", "Mul", "Div", "Pad",
     "ReduceSum", "ReduceMax", "ReduceMean", "Sqrt", "Max", "Resize", "Constant", "Cast", "Identity", "Gemm", "MatMul",
     "QuantizeLinear", "DequantizeLinear", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Sigmoid", "Neg",
+    "Transpose",  # a Shuffle layer in TensorRT; the per-position statistics ("local") permute their features
 }
 
 
