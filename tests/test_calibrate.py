@@ -74,7 +74,7 @@ def test_early_layers_stay_float(int8_model, tiny_model_onnx):
 
 @pytest.fixture(scope="module")
 def surface_onnx(syn_data, tmp_path_factory):
-    """A tiny model with the per-position statistics (`--preset surface`), exported."""
+    """A tiny model with the defaults' statistics (`--preset surface`), exported."""
     from hfr_edge.checkpoint import save_checkpoint
     from hfr_edge.config import ModelConfig, TrainConfig
     from hfr_edge.data import load_items, open_dataset
@@ -82,7 +82,7 @@ def surface_onnx(syn_data, tmp_path_factory):
     from hfr_edge.train import fit
 
     x, _, _, _ = load_items(open_dataset(str(syn_data)).train, 64)
-    model, stats, summary = fit(x[:10], x[10:], ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats="position"),
+    model, stats, summary = fit(x[:10], x[10:], ModelConfig(image_size=64, decoder_widths=(32, 16, 8)),
                                 TrainConfig(epochs=2, batch_size=4), progress=False)
     work = tmp_path_factory.mktemp("surface")
     return export_onnx(str(save_checkpoint(work / "ckpt.pt", model, stats, summary)), str(work / "model.onnx"))

@@ -32,7 +32,8 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
     assert t["data"] == str(syn_data.resolve())
     assert [p.name for p in cli_ckpt.parent.iterdir()] == ["ckpt.pt"]  # no temp file left
     c = ckpt["config"]  # the defaults: --preset surface
-    assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("dense", 1, 4, "position")
+    assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("dense", 1, 4, "local")
+    assert c["level_weights"] == [0.0, 0.5, 1.0]
 
 
 def test_a_preset_and_options_beside_it(syn_data, tmp_path):
@@ -45,6 +46,12 @@ def test_a_preset_and_options_beside_it(syn_data, tmp_path):
     c = torch.load(out, weights_only=True)["config"]
     # the preset's separable decoder and statistics; the option given beside it wins
     assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("separable", 2, 4, "position")
+    assert c["level_weights"] == [0.25, 1.0, 1.0]
+    r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--decoder-widths", "16,8,8",
+            "--preset", "paper", "--level-weights", "1,1,1")
+    assert r.returncode == 0, r.stderr
+    c = torch.load(out, weights_only=True)["config"]
+    assert (c["stats"], c["level_weights"]) == ("none", [1.0, 1.0, 1.0])
 
 
 def test_eval_checkpoint_and_onnx_agree(cli_ckpt, syn_data, tmp_path):
