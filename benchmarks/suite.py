@@ -129,29 +129,31 @@ def variants(presets, mcfg: ModelConfig, tag: str, fusions=None, oneclass: bool 
     return out
 
 
-def refit_fusion(trained, cfg: ModelConfig, d):
+def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
     """(model, NormStats): the same trained decoder (and Gaussian) under another fusion `cfg` (its
-    POST_TRAINING fields), normalised on the set's reference normals as training would."""
+    POST_TRAINING fields), normalised on the set's reference normals as training would. Another kind
+    of statistics is fitted on the training images as `fit` does; `fitted` ({kind: Gaussian}, one per
+    set and seed) keeps each kind's fit for the next fusion that uses it."""
     import copy
 
     import torch
 
-    from hfr_edge.train import reference_images, reference_stats
-
-    from hfr_edge.model import FeatureGaussian
-    from hfr_edge.train import _encode_all, fit_statistics
+    from hfr_edge.model import feature_gaussian
+    from hfr_edge.train import _encode_all, fit_statistics, reference_images, reference_stats
 
     model = copy.deepcopy(trained)
     kind = model.cfg.stats
     model.cfg = cfg
     ref, cpu = reference_images(d.x_train, d.x_hold), torch.device("cpu")
+    fitted = {} if fitted is None else fitted
     if cfg.stats == "none":
         model.gauss = None
-    elif cfg.stats != kind:  # another kind of statistics: fitted on the training images as `fit` does
-        levels = model.spec.levels(cfg.tap16)
-        model.gauss = FeatureGaussian([t.channels for t in levels], [(cfg.image_size // t.stride,) * 2 for t in levels],
-                                      cfg.stats)
+    elif cfg.stats != kind and cfg.stats in fitted:
+        model.gauss = copy.deepcopy(fitted[cfg.stats])
+    elif cfg.stats != kind:
+        model.gauss = feature_gaussian(cfg)
         fit_statistics(model, _encode_all(model, d.x_train, cpu)[0], ref, cpu)
+        fitted[cfg.stats] = copy.deepcopy(model.gauss)
     return model, reference_stats(model, cfg, ref, cpu)
 
 
@@ -164,17 +166,19 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
     from hfr_edge.model import DeployModel
     from hfr_edge.train import fit
 
-    mcfg, tkw = configs("oneclass" if name.startswith(("mnist-", "fashion-mnist-")) else "image", args, mopt, topt)
-    cfgs = variants(presets, mcfg, args.tag, parse_fusions(args.fusion), oneclass=name.startswith(("mnist-", "fashion-mnist-")))
+    oneclass = name.startswith(("mnist-", "fashion-mnist-"))
+    mcfg, tkw = configs("oneclass" if oneclass else "image", args, mopt, topt)
+    cfgs = variants(presets, mcfg, args.tag, parse_fusions(args.fusion), oneclass=oneclass)
     trained_cfg = next((c for c in cfgs.values() if c.stats != "none"), next(iter(cfgs.values())))
     d = load_set(name, seed, size=mcfg.image_size, textures=args.textures)
     tcfg = TrainConfig(**{**tkw, "seed": seed})
     kept = Path(args.models) / f"{name}-{args.tag or 'defaults'}-s{seed}.pt" if args.models else None
     if kept is not None and kept.is_file():  # the decoder trained by an earlier run, scored under new fusions
-        from hfr_edge.checkpoint import _config, load_checkpoint, model_from_checkpoint
+        from hfr_edge.checkpoint import load_checkpoint, model_from_checkpoint
+        from hfr_edge.config import NormStats
 
         ckpt = load_checkpoint(kept)
-        trained, (_, trained_stats) = model_from_checkpoint(ckpt, str(kept)), _config(ckpt, str(kept))
+        trained, trained_stats = model_from_checkpoint(ckpt, str(kept)), NormStats.from_dict(ckpt["norm"])
         summary = ckpt["train"]
         train_s = summary.get("train_s", 0.0)
         def decoder_fields(c):
@@ -190,9 +194,9 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
         if kept is not None:
             kept.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(kept, trained, trained_stats, summary)
-    rows = []
+    rows, fitted = [], {}
     for method, c in cfgs.items():
-        model, stats = (trained, trained_stats) if c == trained_cfg else refit_fusion(trained, c, d)
+        model, stats = (trained, trained_stats) if c == trained_cfg else refit_fusion(trained, c, d, fitted)
         module = DeployModel(model, stats).eval()
         scores, maps = [], []
         with torch.inference_mode():

@@ -286,6 +286,13 @@ def amap_for(cfg: ModelConfig, model: Optional["HFRAE"] = None) -> AnomalyMap:
                       stats_weight=cfg.stats_weight, level_scale=None if gauss is None else gauss.level_scale)
 
 
+def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:
+    """An unfitted FeatureGaussian of `cfg`'s kind, sized for its backbone's levels and input size."""
+    levels = SPECS[cfg.backbone].levels(cfg.tap16)
+    return FeatureGaussian([t.channels for t in levels],
+                           [(cfg.image_size // t.stride, cfg.image_size // t.stride) for t in levels], kind=cfg.stats)
+
+
 class HFRAE(nn.Module):
     """Frozen encoder + trainable decoder. `forward` returns (encoder levels, decoder levels)."""
 
@@ -297,12 +304,7 @@ class HFRAE(nn.Module):
         self.decoder = Decoder(self.spec, cfg.decoder_widths, cfg.decoder_convs, cfg.bottleneck, cfg.up_kernel,
                                cfg.tap16, cfg.decoder == "separable")
         # the normal features' statistics (fitted after the decoder; in the checkpoint's state dict)
-        self.gauss = None
-        if cfg.stats != "none":
-            levels = self.spec.levels(cfg.tap16)
-            self.gauss = FeatureGaussian([t.channels for t in levels],
-                                         [(cfg.image_size // t.stride, cfg.image_size // t.stride) for t in levels],
-                                         kind=cfg.stats)
+        self.gauss = None if cfg.stats == "none" else feature_gaussian(cfg)
         self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1), persistent=False)
 
