@@ -10,7 +10,7 @@ product does). One decoder, many maps: the differences are the fusion's, not tra
 The texture sets come from benchmarks/textures.py (generated on first use). Writes
 benchmarks/results/fusion_<SET>_s<seed>.json; prints one line per variant.
 """
-import argparse, sys, time, json, os
+import argparse, time, os
 import numpy as np, torch, torch.nn.functional as F
 
 from common import DATASETS, RESULTS, write_json

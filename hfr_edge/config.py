@@ -17,7 +17,8 @@ TAPS16 = ("early", "late")
 
 # values of fields added later, as every artifact written before them was built
 LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_kernel": 2, "tap16": "late",
-                       "stats": "none", "stats_weight": 1.0, "decoder": "dense", "level_weights": (1.0, 1.0, 1.0)}
+                       "stats": "none", "stats_weight": 1.0, "decoder": "dense", "level_weights": (1.0, 1.0, 1.0),
+                       "stats_level_weights": None}
 DECODERS = ("dense", "separable")
 STATS = ("none", "shared", "position", "local")
 
@@ -76,6 +77,10 @@ class ModelConfig:
     # and level weights 0, 0.5, 1, weight 2 against 1 on the suite (2 seeds): ELPV +0.002, brick AUPRO
     # +0.007, gravel AUPRO +0.010, grass image AUROC -0.007, bottle AUPRO -0.002 (most within seed spread)
     stats_weight: float = 2.0
+    # the statistics' own level weights (None: `level_weights`, one weight per level for both terms). A
+    # level with a statistics weight and a residual weight of 0 keeps its distance and leaves its decoder
+    # stage out of the graph: the stride-4 level's statistics cost a few MFLOP, its decoder stage 0.7 GFLOP
+    stats_level_weights: Optional[Tuple[float, float, float]] = None
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -105,11 +110,17 @@ class ModelConfig:
         if len(self.level_weights) != 3 or min(self.level_weights) < 0 or not max(self.level_weights) > 0:
             raise HfrError(f"--level-weights {','.join(map(str, self.level_weights))} must be three weights >= 0, "
                            "at least one positive (e.g. 0.25,1,1)")
+        if self.stats_level_weights is not None and (len(self.stats_level_weights) != 3
+                                                     or min(self.stats_level_weights) < 0):
+            raise HfrError(f"--stats-level-weights {','.join(map(str, self.stats_level_weights))} must be three "
+                           "weights >= 0 (e.g. 0.25,0.5,1)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["decoder_widths"] = list(self.decoder_widths)
         d["level_weights"] = list(self.level_weights)
+        if self.stats_level_weights is not None:
+            d["stats_level_weights"] = list(self.stats_level_weights)
         return d
 
     @classmethod
@@ -117,8 +128,8 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         # a field missing from an older artifact had the value it was built with, not today's default
         kw = {**LEGACY_MODEL_FIELDS, **{k: v for k, v in d.items() if k in known}}
-        for k in ("decoder_widths", "level_weights"):
-            if k in kw:
+        for k in ("decoder_widths", "level_weights", "stats_level_weights"):
+            if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
 

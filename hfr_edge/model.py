@@ -217,16 +217,19 @@ class AnomalyMap(nn.Module):
     """Per-level residuals -> bilinear upsample to the input size -> weighted sum -> Gaussian
     smoothing (fixed separable Gaussian; borders renormalised so the map does not fade towards the
     image edge; upsampling and blur folded into one constant matrix per level and side) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum
-    (or its mean, `score="mean"`). A level of weight 0 is left out of the graph.
+    (or its mean, `score="mean"`). A level of weight 0 is left out of the graph; a level whose residual
+    weight is 0 leaves its decoder stage out of it.
 
-    With a `FeatureGaussian` (`stats` "shared" or "position"), each level's term is its residual plus
+    With a `FeatureGaussian` (`stats` shared, position or local), each level's term is its residual plus
     `stats_weight` times its Mahalanobis distance, each divided by its mean on held-out normal images
-    (`level_scale`: 2 x levels, fitted after training), so the two kinds of evidence add on one scale."""
+    (`level_scale`: 2 x levels, fitted after training), so the two kinds of evidence add on one scale;
+    the distance weighed per level by `stats_level_weights` where given (else `level_weights`)."""
 
     def __init__(self, image_size: int, sigma: float, level_weights: Sequence[float] = (1.0, 1.0, 1.0),
                  strides: Sequence[int] = (4, 8, 16), score: str = "max",
                  gauss: Optional["FeatureGaussian"] = None, stats_weight: float = 1.0,
-                 level_scale: Optional[torch.Tensor] = None):
+                 level_scale: Optional[torch.Tensor] = None,
+                 stats_level_weights: Optional[Sequence[float]] = None):
         super().__init__()
         self.score = score
         self.strides = [int(s) for s in strides]
@@ -234,9 +237,10 @@ class AnomalyMap(nn.Module):
         self.gauss = gauss
         if gauss is not None:
             scale = torch.ones(2, len(self.weights)) if level_scale is None else level_scale.detach().float().cpu()
+            sw = self.weights if stats_level_weights is None else [float(w) for w in stats_level_weights]
             # constants of the graph: residual and distance factors per level, level weight folded in
             self.rec_w = [w * float(a) for w, a in zip(self.weights, scale[0])]
-            self.stat_w = [w * stats_weight * float(b) for w, b in zip(self.weights, scale[1])]
+            self.stat_w = [w * stats_weight * float(b) for w, b in zip(sw, scale[1])]
         # the separable blur as two constant matrices, rows renormalised at the borders:
         # blur(m) = B m B^T, the same as two zero-padded 1-D convolutions divided by the blur of ones
         b = blur_matrix(image_size, sigma)
@@ -257,10 +261,12 @@ class AnomalyMap(nn.Module):
         if self.gauss is None:
             return [None if w == 0.0 else (cosine_residual(e, d) * w if w != 1.0 else cosine_residual(e, d))
                     for w, e, d in zip(self.weights, enc, dec)]
-        used = [w != 0.0 for w in self.weights]
-        dist = self.gauss([e if u else None for e, u in zip(enc, used)])
-        return [None if not u else cosine_residual(e, d) * a + m * b
-                for u, a, b, e, d, m in zip(used, self.rec_w, self.stat_w, enc, dec, dist)]
+        dist = self.gauss([e if b != 0.0 else None for e, b in zip(enc, self.stat_w)])
+        out = []
+        for a, b, e, d, m in zip(self.rec_w, self.stat_w, enc, dec, dist):
+            terms = ([cosine_residual(e, d) * a] if a != 0.0 else []) + ([m * b] if b != 0.0 else [])
+            out.append(None if not terms else terms[0] if len(terms) == 1 else terms[0] + terms[1])
+        return out
 
     def forward(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         amap = None
@@ -283,7 +289,8 @@ def amap_for(cfg: ModelConfig, model: Optional["HFRAE"] = None) -> AnomalyMap:
             raise ValueError("a model with feature statistics is needed for its anomaly map")
         gauss = copy.deepcopy(model.gauss)
     return AnomalyMap(cfg.image_size, cfg.sigma, cfg.level_weights, score=cfg.score, gauss=gauss,
-                      stats_weight=cfg.stats_weight, level_scale=None if gauss is None else gauss.level_scale)
+                      stats_weight=cfg.stats_weight, level_scale=None if gauss is None else gauss.level_scale,
+                      stats_level_weights=cfg.stats_level_weights)
 
 
 def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:

@@ -165,3 +165,33 @@ def test_a_level_of_weight_zero_leaves_the_graph_with_its_decoder_stage(tmp_path
                          sum(n.op_type == "MatMul" and n.input[1] in inits and "white" in n.input[1] for n in g.node),
                          any("/s4/" in n.name for n in g.node))
     assert counts == {0.25: (3, 3, True), 0.0: (2, 2, False)}
+
+
+def test_a_statistics_only_level_keeps_its_distance_without_its_decoder_stage(tmp_path):
+    """Residual weights 0, 0.5, 1 with statistics weights 0.25, 0.5, 1: the stride-4 level's distance
+    is in the graph (its whitening MatMul), its decoder stage is not; the map does not move with the
+    stride-4 decoder output, and it does with the stride-4 features."""
+    onnx = pytest.importorskip("onnx")
+    from hfr_edge.config import NormStats
+    from hfr_edge.model import HFRAE, DeployModel, amap_for
+
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats="local", level_weights=(0.0, 0.5, 1.0),
+                      stats_level_weights=(0.25, 0.5, 1.0))
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    model = HFRAE(cfg, pretrained=False).eval()
+    model.gauss.fit([torch.randn(12, c, 64 // s, 64 // s) for c, s in ((24, 4), (40, 8), (112, 16))])
+    amap = amap_for(cfg, model)
+    enc = [torch.randn(2, c, 64 // s, 64 // s) for c, s in ((24, 4), (40, 8), (112, 16))]
+    dec = [torch.randn_like(e) for e in enc]
+    m = amap(enc, dec)[0]
+    assert torch.equal(m, amap(enc, [torch.randn_like(dec[0])] + dec[1:])[0])  # no stride-4 residual
+    assert not torch.equal(m, amap([enc[0] + 5.0] + enc[1:], dec)[0])  # the stride-4 distance
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(DeployModel(model, NormStats(threshold=1.0, low=0.0)), torch.rand(1, 3, 64, 64), str(path),
+                      input_names=["image"], dynamo=False)
+    g = onnx.load(str(path)).graph
+    inits = {i.name for i in g.initializer}
+    assert sum(n.op_type == "MatMul" and n.input[1] in inits and "white" in n.input[1] for n in g.node) == 3
+    assert sum(n.op_type == "ConvTranspose" for n in g.node) == 2 and not any("/s4/" in n.name for n in g.node)
+    with pytest.raises(HfrError, match="--stats-level-weights"):
+        ModelConfig(stats_level_weights=(0.25, -1.0, 1.0))

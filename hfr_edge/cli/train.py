@@ -45,6 +45,10 @@ def train_command(
                                                       "for aligned parts); default: the preset's, else the product's")] = None,
     stats_weight: Annotated[Optional[float], typer.Option(help="Weight of the statistics' term against the residual's "
                                                                "(both 1 on held-out normals)")] = None,
+    stats_level_weights: Annotated[Optional[str], typer.Option(help="Weights of the statistics' term at strides 4, 8, 16 "
+                                                                     "(default: the preset's, else --level-weights); a level "
+                                                                     "with residual weight 0 and a statistics weight keeps its "
+                                                                     "distance without its decoder stage")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training images")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per decoder step")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = TrainConfig.lr,
@@ -64,9 +68,11 @@ def train_command(
     from ..train import parse_triple, train_checkpoint
 
     weights3 = None if level_weights is None else parse_triple(level_weights, "--level-weights", float)
+    stats3 = None if stats_level_weights is None else parse_triple(stats_level_weights, "--stats-level-weights", float)
     widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
-                                ("up_kernel", up_kernel), ("level_weights", weights3)) if v is not None}
+                                ("up_kernel", up_kernel), ("level_weights", weights3),
+                                ("stats_level_weights", stats3)) if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
                           "decoder_widths": widths, "bottleneck": bottleneck,
                           "tap16": tap16, "score": score if score in ("max", "mean") else "max", **chosen})
