@@ -15,6 +15,7 @@ Every cell takes turns of --slot seconds, --rounds times (runtime.bench.interlea
 speed drifts by tens of percent and other jobs share its CPUs, so ratios hold, absolute ms do not.
 
     python benchmarks/speed.py --ckpt /tmp/speed_bottle.pt [--rounds 12] [--slot 0.3] [--no-accuracy]
+                               [--beside previous=/tmp/previous_default.pt]
 """
 
 import argparse
@@ -41,12 +42,19 @@ ap.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="sk
 ap.add_argument("--work", help="folder for the graphs (default: a temporary one)")
 ap.add_argument("--no-light", dest="light", action="store_false",
                 help="skip the `--preset light` graph (untrained weights: its cost, not its accuracy)")
+ap.add_argument("--beside", action="append", default=[], metavar="NAME=CKPT",
+                help="another checkpoint's fp32 graph timed beside (e.g. the previous default), repeatable")
 ap.add_argument("--name", default="speed.json", help="results file in benchmarks/results/")
 ap.add_argument("--peers", default=str(Path(__file__).resolve().parent / "results" / "peers_onnx"),
                 help="folder of benchmarks/peers.py's ONNX exports: bottle-padim-s0.onnx and "
                      "bottle-patchcore-s0.onnx are timed beside (batch 1; skipped where absent)")
 args = ap.parse_args()
 bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
+BESIDE = dict(b.split("=", 1) for b in args.beside if "=" in b)
+if len(BESIDE) != len(args.beside) or any(not Path(v).is_file() or k in ("encoder", "fp32", "fp16", "light", "int8",
+                                                                          "int8cpu", "padim", "patchcore")
+                                          for k, v in BESIDE.items()):
+    sys.exit(f"--beside {' '.join(args.beside)}: give NAME=CHECKPOINT with an existing checkpoint and a new name")
 
 from hfr_edge.export.flops import count_gflop  # noqa: E402
 from hfr_edge.runtime.bench import interleaved  # noqa: E402
@@ -105,6 +113,8 @@ def make_graphs(ckpt: Path, work: Path) -> dict:
         graphs["fp16"] = make_fp16(fp32, work / "model.fp16.onnx")
         if args.light:
             graphs["light"] = Path(export_onnx(str(light_checkpoint(ckpt, work)), str(work / "light.onnx")))
+        for name, other in BESIDE.items():
+            graphs[name] = Path(export_onnx(other, str(work / f"{name}.onnx")))
     evals = {}
     for name, target in (("int8", "tensorrt"), ("int8cpu", "cpu")):
         graphs[name] = calibrate_model(fp32, str(bottle / "train" / "good"), n=100, target=target, speed=False,
@@ -203,7 +213,8 @@ def main() -> None:
     ips = lambda g, rt, b=1: by[(g, rt, b)]["images_per_s"]  # noqa: E731
     ratios = {
         **{f"{name}_over_encoder_{short}_fp32_b1": by[(g, rt, 1)]["p50_ms"] / by[("encoder", rt, 1)]["p50_ms"]
-           for g, name in (("fp32", "whole"), ("light", "light")) for rt, short in RUNTIME_KEYS.items()
+           for g, name in (("fp32", "whole"), ("light", "light"), *((b, b) for b in BESIDE))
+           for rt, short in RUNTIME_KEYS.items()
            if (g, rt, 1) in by},
         "int8cpu_openvino_over_fp32_ort_b1": ips("int8cpu", "openvino") / ips("fp32", "onnxruntime"),
         "int8cpu_openvino_over_fp32_ort_b8": ips("int8cpu", "openvino", 8) / ips("fp32", "onnxruntime", 8),
@@ -216,7 +227,7 @@ def main() -> None:
     for peer in ("padim", "patchcore"):  # the speed goal: hfr-edge's whole graph <= 0.5x PaDiM's latency
         for rt in ("onnxruntime", "openvino"):
             if (peer, rt, 1) in by:
-                for g in ("fp32", "light", "int8cpu"):
+                for g in ("fp32", "light", "int8cpu", *BESIDE):
                     if (g, rt, 1) in by:
                         ratios[f"{g}_over_{peer}_{rt}_b1"] = by[(g, rt, 1)]["p50_ms"] / by[(peer, rt, 1)]["p50_ms"]
     for r in rows:
