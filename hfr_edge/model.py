@@ -34,7 +34,7 @@ class _UpStage(nn.Module):
     Kernel 4 (padding 1) overlaps neighbouring input pixels; kernel 2 maps each input pixel to its
     own 2x2 block, whose seams show up as a grid in the residuals of normal images unless a 3x3
     convolution follows. `separable`: the 3x3 convolutions of body and head are depthwise + pointwise
-    (_separable), the dense decoder's cost cut by about 6x at widths 256/128/64."""
+    (_separable), the dense decoder's cost cut by about 6x at equal widths."""
 
     def __init__(self, cin, width, cout, convs: int, up_kernel: int, separable: bool = False):
         super().__init__()

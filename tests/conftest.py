@@ -50,7 +50,7 @@ def tiny_ckpt(tmp_path_factory, syn_data):
     PAPER = preset_fields("paper")
     ds = open_dataset(str(syn_data))
     x, _, _, _ = load_items(ds.train, 64)
-    model, stats, summary = fit(x[:10], x[10:], ModelConfig(**PAPER, image_size=64, decoder_widths=(32, 16, 8)),
+    model, stats, summary = fit(x[:10], x[10:], ModelConfig(**{**PAPER, "image_size": 64, "decoder_widths": (32, 16, 8)}),
                                 TrainConfig(epochs=2, batch_size=4), progress=False)
     summary.update(data=str(syn_data), format="mvtec")
     path = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"

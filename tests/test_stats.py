@@ -132,7 +132,7 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
     from hfr_edge.config import PRESETS, preset_fields
 
     assert preset_fields("paper") == {"stats": "none", "level_weights": (0.25, 1.0, 1.0), "decoder": "dense",
-                                      "decoder_convs": 1, "up_kernel": 4}
+                                      "decoder_convs": 1, "up_kernel": 4, "decoder_widths": (256, 128, 64)}
     assert preset_fields(None) == {}
     assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "local",
                                                                            "light": "position"}

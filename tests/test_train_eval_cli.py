@@ -33,7 +33,7 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
     assert [p.name for p in cli_ckpt.parent.iterdir()] == ["ckpt.pt"]  # no temp file left
     c = ckpt["config"]  # the defaults: --preset surface
     assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("dense", 1, 4, "local")
-    assert c["level_weights"] == [0.0, 0.5, 1.0]
+    assert c["level_weights"] == [0.0, 0.5, 1.0] and c["decoder_widths"] == [128, 64, 32]
 
 
 def test_a_preset_and_options_beside_it(syn_data, tmp_path):
@@ -51,7 +51,10 @@ def test_a_preset_and_options_beside_it(syn_data, tmp_path):
             "--preset", "paper", "--level-weights", "1,1,1")
     assert r.returncode == 0, r.stderr
     c = torch.load(out, weights_only=True)["config"]
-    assert (c["stats"], c["level_weights"]) == ("none", [1.0, 1.0, 1.0])
+    assert (c["stats"], c["level_weights"], c["decoder_widths"]) == ("none", [1.0, 1.0, 1.0], [16, 8, 8])
+    r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--preset", "paper")
+    assert r.returncode == 0, r.stderr
+    assert torch.load(out, weights_only=True)["config"]["decoder_widths"] == [256, 128, 64]  # the preset's
 
 
 def test_eval_checkpoint_and_onnx_agree(cli_ckpt, syn_data, tmp_path):

@@ -26,7 +26,7 @@ def train_command(
                                                                "e.g. 0.25,1,1 (a level of weight 0 leaves the graph); default: the preset's, "
                                                                "else the product's")] = None,
     decoder_widths: Annotated[Optional[str], typer.Option(help="Decoder channels at strides 16, 8, 4, e.g. "
-                                                                "256,128,64 (default: the product's)")] = None,
+                                                                "256,128,64 (default: the preset's, else the product's, 128,64,32)")] = None,
     decoder: Annotated[Optional[str], typer.Option(help="The decoder's 3x3 convolutions: dense | separable "
                                                         "(depthwise + pointwise, --preset light); default: the "
                                                         "preset's, else the product's")] = None,
@@ -69,12 +69,12 @@ def train_command(
 
     weights3 = None if level_weights is None else parse_triple(level_weights, "--level-weights", float)
     stats3 = None if stats_level_weights is None else parse_triple(stats_level_weights, "--stats-level-weights", float)
-    widths = ModelConfig.decoder_widths if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
+    widths = None if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
-                                ("stats_level_weights", stats3)) if v is not None}
+                                ("stats_level_weights", stats3), ("decoder_widths", widths)) if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
-                          "decoder_widths": widths, "bottleneck": bottleneck,
+                          "bottleneck": bottleneck,
                           "tap16": tap16, "score": score if score in ("max", "mean") else "max", **chosen})
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)
