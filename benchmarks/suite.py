@@ -277,8 +277,8 @@ def main():
     ap.add_argument("--presets", default="", help="score one trained decoder under each of these presets "
                     "(e.g. paper,surface) or statistics kinds (stats:local): methods hfr-edge-PRESET[-TAG]")
     ap.add_argument("--fusion", action="append", default=[], metavar="NAME:KEY=VALUE;KEY=VALUE",
-                    help="score the trained decoder under this fusion too (stats, stats_weight, level_weights; "
-                         "the one-class sets keep their level weights): method hfr-edge-NAME[-TAG]")
+                    help="score the trained decoder under this fusion too (stats, stats_weight, level_weights, "
+                         "stats_level_weights; the one-class sets keep their level weights): method hfr-edge-NAME[-TAG]")
     ap.add_argument("--models", default=None, metavar="DIR", help="keep each trained decoder here (SET-TAG-sSEED.pt) "
                     "and reuse it when it is there: new fusions without retraining")
     ap.add_argument("--no-peer-latency", action="store_true", help="time hfr-edge's graph alone (another job "
