@@ -94,7 +94,8 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 
 
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
-POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights"}
+POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool",
+                 "stats_components"}
 
 
 def parse_fusions(items) -> dict:
@@ -144,19 +145,20 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
     from hfr_edge.train import _encode_all, fit_statistics, reference_images, reference_stats
 
     model = copy.deepcopy(trained)
-    kind = model.cfg.stats
+    kind, want = [(c.stats, c.stats_pool, c.stats_components) for c in (model.cfg, cfg)]
     model.cfg = cfg
     ref, cpu = reference_images(d.x_train, d.x_hold), torch.device("cpu")
     fitted = {} if fitted is None else fitted
     if cfg.stats == "none":
         model.gauss = None
-    elif cfg.stats != kind and cfg.stats in fitted:
-        model.gauss = copy.deepcopy(fitted[cfg.stats])
-    elif cfg.stats != kind:
+    elif want != kind and want in fitted:
+        model.gauss, model.cfg = copy.deepcopy(fitted[want][0]), dataclasses.replace(
+            cfg, stats_components=fitted[want][1])
+    elif want != kind:  # (auto components resolve into model.cfg)
         model.gauss = feature_gaussian(cfg)
-        fit_statistics(model, _encode_all(model, d.x_train, cpu)[0], ref, cpu)
-        fitted[cfg.stats] = copy.deepcopy(model.gauss)
-    return model, reference_stats(model, cfg, ref, cpu)
+        fit_statistics(model, _encode_all(model, d.x_train, cpu)[0], ref, cpu, held_out=len(d.x_hold) > 0)
+        fitted[want] = (copy.deepcopy(model.gauss), model.cfg.stats_components)
+    return model, reference_stats(model, model.cfg, ref, cpu)
 
 
 def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
@@ -218,7 +220,7 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
             lat = p50_ms(files)
         row["p50_ms"] = lat.pop(method)
         row.update(peer_p50_ms=lat, final_loss=summary["final_loss"], epochs=tcfg.epochs,
-                   image_size=c.image_size, model=c.to_dict())
+                   image_size=c.image_size, model=model.cfg.to_dict())
         rows.append(row)
     return rows
 
@@ -278,7 +280,8 @@ def main():
                     "(e.g. paper,surface) or statistics kinds (stats:local): methods hfr-edge-PRESET[-TAG]")
     ap.add_argument("--fusion", action="append", default=[], metavar="NAME:KEY=VALUE;KEY=VALUE",
                     help="score the trained decoder under this fusion too (stats, stats_weight, level_weights, "
-                         "stats_level_weights; the one-class sets keep their level weights): method hfr-edge-NAME[-TAG]")
+                         "stats_level_weights, stats_pool, stats_components; the one-class sets keep their level "
+                         "weights): method hfr-edge-NAME[-TAG]")
     ap.add_argument("--models", default=None, metavar="DIR", help="keep each trained decoder here (SET-TAG-sSEED.pt) "
                     "and reuse it when it is there: new fusions without retraining")
     ap.add_argument("--no-peer-latency", action="store_true", help="time hfr-edge's graph alone (another job "

@@ -18,7 +18,8 @@ TAPS16 = ("early", "late")
 # values of fields added later, as every artifact written before them was built
 LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_kernel": 2, "tap16": "late",
                        "stats": "none", "stats_weight": 1.0, "decoder": "dense", "level_weights": (1.0, 1.0, 1.0),
-                       "stats_level_weights": None}
+                       "stats_level_weights": None, "stats_pool": (1, 1, 1),
+                       "stats_components": 1}
 DECODERS = ("dense", "separable")
 STATS = ("none", "shared", "position", "local")
 
@@ -85,6 +86,18 @@ class ModelConfig:
     # level with a statistics weight and a residual weight of 0 keeps its distance and leaves its decoder
     # stage out of the graph: the stride-4 level's statistics cost a few MFLOP, its decoder stage 0.7 GFLOP
     stats_level_weights: Optional[Tuple[float, float, float]] = None
+    # per level (strides 4, 8, 16), the statistics' features averaged over a k x k neighbourhood first (1:
+    # none; PatchCore's "locally aware" patch features take 3). At stride 8 (1, 3, 1) it wins the suite
+    # (2 seeds): brick +0.019 image / +0.008 pixel AUROC, grass +0.012 image AUROC, ELPV +0.007, bottle
+    # +0.002 pixel AUROC, the rest within seed spread; at stride 16 too (3, 3) it blurs the map (bottle
+    # AUPRO -0.029, gravel -0.034). README.md, "Benchmarks"
+    stats_pool: Tuple[int, int, int] = (1, 3, 1)
+    # Gaussians per level (each fitted on one group of the training images, k-means on their deepest
+    # features); the distance is the nearest one's at each position. 0 = auto: 1, 2 or 3, whichever
+    # gives the held-out normals the highest likelihood; training records the count it chose. Auto takes
+    # 2 on ELPV (mono- and polycrystalline cells are not one Gaussian: 0.865 -> 0.882 image AUROC), 3 on
+    # the one-class sets and 1 on bottle and the textures, where 2 would lose (grass AUPRO -0.022)
+    stats_components: int = 0
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -118,11 +131,17 @@ class ModelConfig:
                                                      or min(self.stats_level_weights) < 0):
             raise HfrError(f"--stats-level-weights {','.join(map(str, self.stats_level_weights))} must be three "
                            "weights >= 0 (e.g. 0.25,0.5,1)")
+        if len(self.stats_pool) != 3 or not set(self.stats_pool) <= {1, 3, 5}:
+            raise HfrError(f"--stats-pool {','.join(map(str, self.stats_pool))} must be three of 1 (none), 3, 5 "
+                           "(strides 4, 8, 16; e.g. 1,1,3)")
+        if not 0 <= self.stats_components <= 8:
+            raise HfrError(f"--stats-components {self.stats_components} must be auto (0) or between 1 and 8")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["decoder_widths"] = list(self.decoder_widths)
         d["level_weights"] = list(self.level_weights)
+        d["stats_pool"] = list(self.stats_pool)
         if self.stats_level_weights is not None:
             d["stats_level_weights"] = list(self.stats_level_weights)
         return d
@@ -132,7 +151,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         # a field missing from an older artifact had the value it was built with, not today's default
         kw = {**LEGACY_MODEL_FIELDS, **{k: v for k, v in d.items() if k in known}}
-        for k in ("decoder_widths", "level_weights", "stats_level_weights"):
+        for k in ("decoder_widths", "level_weights", "stats_level_weights", "stats_pool"):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
@@ -143,7 +162,8 @@ PRESETS = {
     # the defaults: the residual plus per-position feature statistics at strides 8 and 16; wins the suite
     # (textured, grayscale and aligned surfaces above all; README.md, "Benchmarks")
     "surface": {"stats": "local", "stats_weight": 2.0, "level_weights": (0.0, 0.5, 1.0), "decoder": "dense",
-                "decoder_convs": 1, "up_kernel": 4, "decoder_widths": (128, 64, 32)},
+                "decoder_convs": 1, "up_kernel": 4, "decoder_widths": (128, 64, 32), "stats_pool": (1, 3, 1),
+                "stats_components": 0},
     # HFR-AE as published: the reconstruction residual alone, all three levels (objects the decoder
     # reconstructs well, such as bottle)
     "paper": {"stats": "none", "level_weights": (0.25, 1.0, 1.0), "decoder": "dense", "decoder_convs": 1,
@@ -151,10 +171,11 @@ PRESETS = {
     # the separable decoder under the previous default fusion (per-position mean, one covariance per
     # level, all three levels), as measured on the suite: for CPUs; loses on fine textures (gravel)
     "light": {"stats": "position", "stats_weight": 1.0, "level_weights": (0.25, 1.0, 1.0), "decoder": "separable",
-              "decoder_convs": 2, "up_kernel": 2, "decoder_widths": (256, 128, 64)},
+              "decoder_convs": 2, "up_kernel": 2, "decoder_widths": (256, 128, 64), "stats_pool": (1, 1, 1),
+              "stats_components": 1},
 }
 PRESET_HELP = "surface (the default: residual + per-position feature statistics at strides 8 and 16, a narrow " \
-              "decoder) | paper (the published HFR-AE: residual only, the paper-sized decoder; objects like " \
+              "decoder, as many Gaussians as the normals' kinds) | paper (the published HFR-AE: residual only, the paper-sized decoder; objects like " \
               "bottle) | light (a separable decoder with a mean per position; weaker on fine textures)"
 
 

@@ -122,47 +122,93 @@ class FeatureGaussian(nn.Module):
 
     KINDS = ("shared", "position", "local")
 
-    def __init__(self, channels: Sequence[int], grids: Sequence[Tuple[int, int]], kind: str):
+    def __init__(self, channels: Sequence[int], grids: Sequence[Tuple[int, int]], kind: str,
+                 pool: Sequence[int] = (1, 1, 1), components: int = 1):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"unknown statistics kind {kind!r}")
-        self.kind, self.levels = kind, len(channels)
+        # components 0 (auto, before training resolves it) holds one
+        self.kind, self.levels, self.components = kind, len(channels), max(1, int(components))
+        self.pool = [int(k) for k in pool] if len(pool) == len(channels) else [int(pool[0])] * len(channels)
         for i, (c, (h, w)) in enumerate(zip(channels, grids)):
             per_position = kind != "shared"
-            self.register_buffer(f"mean{i}", torch.zeros(1, c, h if per_position else 1, w if per_position else 1))
-            # shared / position: a 1x1 convolution kernel (C_out, C_in, 1, 1) = W^T;
-            # local: per position W, (h w, C, C), so z = y @ W for the row vector y of a position
-            white = torch.eye(c).expand(h * w, c, c).clone() if kind == "local" else torch.eye(c).view(c, c, 1, 1)
-            self.register_buffer(f"white{i}", white)
+            for k in range(self.components):  # component 0 keeps the names of a one-component Gaussian
+                sfx = f"_{k}" if k else ""
+                self.register_buffer(f"mean{i}{sfx}", torch.zeros(1, c, h if per_position else 1, w if per_position else 1))
+                # shared / position: a 1x1 convolution kernel (C_out, C_in, 1, 1) = W^T;
+                # local: per position W, (h w, C, C), so z = y @ W for the row vector y of a position
+                white = torch.eye(c).expand(h * w, c, c).clone() if kind == "local" else torch.eye(c).view(c, c, 1, 1)
+                self.register_buffer(f"white{i}{sfx}", white)
         # per level, 1 / the mean residual and 1 / the mean distance on held-out normal images (set by train)
         self.register_buffer("level_scale", torch.ones(2, self.levels))
 
     @torch.no_grad()
-    def fit(self, levels: Sequence[torch.Tensor], shrink: float = 0.01, mix: float = LOCAL_MIX) -> None:
+    def fit(self, levels: Sequence[torch.Tensor], shrink: float = 0.01, mix: float = LOCAL_MIX,
+            min_group: int = 2) -> None:
         """levels: encoder features of the training images, (N, C, h, w) per level; every covariance
         shrunk towards a multiple of the identity by `shrink`, or by channels / samples where that is
         more (a level of 112 channels seen at 160 positions in all: 0.7; bottle's: 112 / 48,000, so
-        0.01; for "local" the samples are the level's, after the mix with the level's covariance)."""
+        0.01; for "local" the samples are the level's, after the mix with the level's covariance).
+        With several components the images are first grouped (k-means on the deepest level's mean
+        feature) and each group gets its own Gaussian."""
+        groups = image_groups(levels[-1], self.components, min_group)
         for i, f in enumerate(levels):
-            f = f.double()
-            n, c, h, w = f.shape
-            mean = f.mean((0, 2, 3), keepdim=True) if self.kind == "shared" else f.mean(0, keepdim=True)
-            x = (f - mean).permute(2, 3, 0, 1).reshape(h * w, n, c)  # (positions, N, C)
-            sums = x.transpose(1, 2) @ x  # per position, (P, C, C)
-            cov = sums.sum(0, keepdim=True) / max(n * h * w - 1, 1)  # the level's (all positions'), (1, C, C)
-            if self.kind == "local":
-                cov = (1.0 - mix) * sums / max(n - 1, 1) + mix * cov
-            # few samples per channel bias the smallest eigenvalues towards 0 (the whitening would then
-            # magnify noise, int8 rounding included): shrink by at least channels / samples
-            amount = max(shrink, c / max(n * h * w, 1))
-            scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[:, None, None]
-            cov = cov + amount * scale * torch.eye(c, dtype=cov.dtype)
-            chol = torch.linalg.cholesky(torch.linalg.inv(cov))  # inv(cov) = L L^T: W = L, z = y L
-            getattr(self, f"mean{i}").copy_(mean.float())
-            if self.kind == "local":
-                getattr(self, f"white{i}").copy_(chol.float())
-            else:
-                getattr(self, f"white{i}").copy_(chol[0].T.contiguous().view(c, c, 1, 1).float())
+            f = self._pooled(f, i).double()
+            for k, idx in enumerate(groups):
+                mean, white = self._fit_one(f[idx], shrink, mix)
+                sfx = f"_{k}" if k else ""
+                getattr(self, f"mean{i}{sfx}").copy_(mean)
+                getattr(self, f"white{i}{sfx}").copy_(white)
+
+    def _fit_one(self, f: torch.Tensor, shrink: float, mix: float):
+        n, c, h, w = f.shape
+        mean = f.mean((0, 2, 3), keepdim=True) if self.kind == "shared" else f.mean(0, keepdim=True)
+        x = (f - mean).permute(2, 3, 0, 1).reshape(h * w, n, c)  # (positions, N, C)
+        sums = x.transpose(1, 2) @ x  # per position, (P, C, C)
+        cov = sums.sum(0, keepdim=True) / max(n * h * w - 1, 1)  # the level's (all positions'), (1, C, C)
+        if self.kind == "local":
+            cov = (1.0 - mix) * sums / max(n - 1, 1) + mix * cov
+        # few samples per channel bias the smallest eigenvalues towards 0 (the whitening would then
+        # magnify noise, int8 rounding included): shrink by at least channels / samples
+        amount = max(shrink, c / max(n * h * w, 1))
+        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[:, None, None]
+        cov = cov + amount * scale * torch.eye(c, dtype=cov.dtype)
+        chol = torch.linalg.cholesky(torch.linalg.inv(cov))  # inv(cov) = L L^T: W = L, z = y L
+        white = chol if self.kind == "local" else chol[0].T.contiguous().view(c, c, 1, 1)
+        return mean.float(), white.float()
+
+    @torch.no_grad()
+    def log_likelihood(self, levels: Sequence[Optional[torch.Tensor]]) -> List[Optional[float]]:
+        """Per level, the mean over images and positions of the log-density of `levels` (held-out
+        normals' features) under the fitted Gaussian, up to the constant -C/2 log(2 pi); with several
+        components, the likeliest one's (equal weights). None where a level is None."""
+        out = []
+        for i, f in enumerate(levels):
+            if f is None:
+                out.append(None)
+                continue
+            f = self._pooled(f.float(), i).double()
+            best = None
+            for k in range(self.components):
+                sfx = f"_{k}" if k else ""
+                y, white = f - getattr(self, f"mean{i}{sfx}").double(), getattr(self, f"white{i}{sfx}").double()
+                if self.kind == "local":
+                    z = torch.matmul(y.flatten(2).permute(2, 0, 1), white)  # (P, B, C)
+                    d = (z * z).sum(-1).t()  # (B, P)
+                    logdet_inv = 2.0 * torch.log(torch.diagonal(white, dim1=-2, dim2=-1)).sum(-1)  # (P,)
+                else:
+                    d = channel_sum(F.conv2d(y, white) ** 2).flatten(1)  # (B, h w)
+                    logdet_inv = 2.0 * torch.log(torch.diagonal(white[:, :, 0, 0])).sum()
+                lk = 0.5 * (logdet_inv - d) - math.log(self.components)
+                best = lk if best is None else torch.maximum(best, lk)
+            out.append(float(best.mean()))
+        return out
+
+    def _pooled(self, f: torch.Tensor, level: int) -> torch.Tensor:
+        """f averaged over each position's k x k neighbourhood, k = the level's pool (borders: over the
+        part inside the grid)."""
+        k = self.pool[level]
+        return f if k == 1 else F.avg_pool2d(f, k, stride=1, padding=k // 2, count_include_pad=False)
 
     def forward(self, levels: Sequence[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
         out = []
@@ -170,16 +216,49 @@ class FeatureGaussian(nn.Module):
             if f is None:  # a level the map leaves out
                 out.append(None)
                 continue
-            y = f.float() - getattr(self, f"mean{i}")  # (B, C, h, w)
-            c, h, w = (int(v) for v in y.shape[1:])
-            if self.kind == "local":  # one (C, C) product per position: (P, B, C) @ (P, C, C)
-                z = torch.matmul(y.flatten(2).permute(2, 0, 1), getattr(self, f"white{i}"))
-                d = (z * z).sum(-1).t().reshape(-1, 1, h, w)  # (P, B) -> (B, 1, h, w)
-            else:
-                z = F.conv2d(y, getattr(self, f"white{i}"))  # (B, C, h, w)
-                d = channel_sum(z * z)
+            f = self._pooled(f.float(), i)
+            c, h, w = (int(v) for v in f.shape[1:])
+            d = None
+            for k in range(self.components):  # the nearest component at each position
+                sfx = f"_{k}" if k else ""
+                y = f - getattr(self, f"mean{i}{sfx}")  # (B, C, h, w)
+                if self.kind == "local":  # one (C, C) product per position: (P, B, C) @ (P, C, C)
+                    z = torch.matmul(y.flatten(2).permute(2, 0, 1), getattr(self, f"white{i}{sfx}"))
+                    dk = (z * z).sum(-1).t().reshape(-1, 1, h, w)  # (P, B) -> (B, 1, h, w)
+                else:
+                    z = F.conv2d(y, getattr(self, f"white{i}{sfx}"))  # (B, C, h, w)
+                    dk = channel_sum(z * z)
+                d = dk if d is None else torch.minimum(d, dk)
             out.append(d / c)
         return out
+
+
+@torch.no_grad()
+def image_groups(f: torch.Tensor, k: int, min_size: int = 2, iters: int = 50) -> List[torch.Tensor]:
+    """Indices of the images in each of k groups: k-means (farthest-point start, deterministic) on the
+    images' mean features f (N, C, h, w), channels standardised. k = 1: one group of all."""
+    n = f.shape[0]
+    if k == 1:
+        return [torch.arange(n)]
+    x = f.double().mean((2, 3))
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
+    centres = [x.mean(0)]
+    for _ in range(k):  # farthest point from the centres so far; the first (the mean) is replaced
+        d = torch.cdist(x, torch.stack(centres)).min(1).values
+        centres.append(x[int(d.argmax())])
+    c = torch.stack(centres[1:])
+    for _ in range(iters):
+        label = torch.cdist(x, c).argmin(1)
+        new = torch.stack([x[label == j].mean(0) if (label == j).any() else c[j] for j in range(k)])
+        if torch.equal(new, c):
+            break
+        c = new
+    label = torch.cdist(x, c).argmin(1)
+    groups = [torch.nonzero(label == j).flatten() for j in range(k)]
+    if min(len(g) for g in groups) < min_size:
+        raise ValueError(f"{k} statistics components need at least {min_size} training images each; "
+                         f"groups of {', '.join(str(len(g)) for g in groups)}: use fewer components")
+    return groups
 
 
 class ReconstructionLoss(nn.Module):
@@ -297,7 +376,8 @@ def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:
     """An unfitted FeatureGaussian of `cfg`'s kind, sized for its backbone's levels and input size."""
     levels = SPECS[cfg.backbone].levels(cfg.tap16)
     return FeatureGaussian([t.channels for t in levels],
-                           [(cfg.image_size // t.stride, cfg.image_size // t.stride) for t in levels], kind=cfg.stats)
+                           [(cfg.image_size // t.stride, cfg.image_size // t.stride) for t in levels], kind=cfg.stats,
+                           pool=cfg.stats_pool, components=cfg.stats_components)
 
 
 class HFRAE(nn.Module):

@@ -132,13 +132,42 @@ def reference_stats(model, mcfg: ModelConfig, ref: np.ndarray, device) -> NormSt
     return norm_stats(scores, float(maps.min()), None if mcfg.score == "max" else maps.reshape(len(maps), -1).max(1))
 
 
-def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32) -> None:
+AUTO_COMPONENTS = (1, 2, 3)  # `--stats-components auto` chooses among these
+MIN_GROUP = 8  # training images per component at least
+
+
+def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_out: bool = True) -> dict:
     """The normal features' Gaussian from the training images' cached encoder features, then each
-    level's residual and distance scaled to a mean of 1 on the reference (held-out) normal images."""
+    level's residual and distance scaled to a mean of 1 on the reference (held-out) normal images.
+    `stats_components` 0 (auto): the count of AUTO_COMPONENTS whose fit gives the held-out normals the
+    highest log-likelihood (summed over the map's levels); model.cfg then records it. Without held-out
+    images (`held_out` False) auto takes 1. Returns what was chosen, for the training summary."""
+    import dataclasses
+
     import torch
 
-    from .model import cosine_residual
+    from .model import cosine_residual, feature_gaussian
 
+    choice = {}
+    if model.cfg.stats_components == 0:
+        sw = model.cfg.stats_level_weights or model.cfg.level_weights
+        scores = {}
+        if held_out:
+            with torch.inference_mode():
+                parts = [model.encode(torch.from_numpy(ref[i:i + batch]).to(device))[0] for i in range(0, len(ref), batch)]
+            hold = [torch.cat([p[lvl] for p in parts]) if w else None for lvl, w in enumerate(sw)]
+            for k in AUTO_COMPONENTS:
+                g = feature_gaussian(dataclasses.replace(model.cfg, stats_components=k)).to(device)
+                try:
+                    g.fit(taps, min_group=MIN_GROUP)
+                except ValueError:  # too few images for k groups
+                    break
+                scores[k] = sum(v for v in g.log_likelihood(hold) if v is not None)
+        k = max(scores, key=scores.get) if scores else 1
+        model.cfg = dataclasses.replace(model.cfg, stats_components=k)
+        model.gauss = feature_gaussian(model.cfg).to(device)
+        choice = {"stats_components": k, "heldout_loglik": {str(c): round(v, 3) for c, v in scores.items()}
+                  if scores else "no held-out images: 1"}
     model.gauss.fit(taps)
     rec, dist = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     with torch.inference_mode():
@@ -149,6 +178,7 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32) -> Non
                 dist[lvl] += float(m.mean()) * len(e)
     means = torch.stack([rec, dist]) / len(ref)
     model.gauss.level_scale.copy_((1.0 / means.clamp_min(1e-12)).float())
+    return choice
 
 
 def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainConfig,
@@ -201,15 +231,14 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
         bar.close()
     model.eval()
     ref = reference_images(x_train, x_hold)
-    if model.gauss is not None:
-        fit_statistics(model, taps, ref, device)
+    chosen = fit_statistics(model, taps, ref, device, held_out=len(x_hold) > 0) if model.gauss is not None else {}
     t_train = time.time() - t0
-    stats = reference_stats(model, mcfg, ref, device)
+    stats = reference_stats(model, model.cfg, ref, device)  # model.cfg: with what auto chose
     summary = {"epochs": tcfg.epochs, "final_loss": loss_hist[-1], "loss_history": loss_hist,
                "train_images": int(n), "holdout_images": int(len(x_hold)),
                "stats_from": "holdout" if len(x_hold) else "training images (no holdout: biased low)",
                "encode_seconds": round(t_enc, 2), "train_seconds": round(t_train, 2), "device": str(device),
-               "train_config": tcfg.to_dict()}
+               "train_config": tcfg.to_dict(), **({"statistics": chosen} if chosen else {})}
     return model.cpu(), stats, summary
 
 
@@ -219,6 +248,19 @@ def auto_score(fmt: str) -> str:
     from .data import ONE_CLASS_FORMATS
 
     return "mean" if fmt in ONE_CLASS_FORMATS else "max"
+
+
+def parse_components(text: str) -> int:
+    """--stats-components: "auto" -> 0, else a count 1-8."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        k = int(text)
+    except ValueError:
+        k = -1
+    if not 1 <= k <= 8:
+        raise HfrError(f"--stats-components {text!r} must be auto or a count from 1 to 8")
+    return k
 
 
 def parse_triple(text: str, option: str, kind=float):
@@ -264,6 +306,9 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
     console.say(f"wrote {out}: loss {summary['final_loss']:.4f}, threshold {stats.threshold:.4f} "
                 f"(held-out normals: mean {stats.score_mean:.4f}, max {stats.score_max:.4f}), "
                 f"{summary['total_seconds']:.0f} s")
+    if "statistics" in summary:
+        k = summary["statistics"]["stats_components"]
+        console.say(f"statistics: {k} Gaussian{'s' if k > 1 else ''} per level (--stats-components auto)")
     return stats, summary
 
 

@@ -195,3 +195,142 @@ def test_a_statistics_only_level_keeps_its_distance_without_its_decoder_stage(tm
     assert sum(n.op_type == "ConvTranspose" for n in g.node) == 2 and not any("/s4/" in n.name for n in g.node)
     with pytest.raises(HfrError, match="--stats-level-weights"):
         ModelConfig(stats_level_weights=(0.25, -1.0, 1.0))
+
+
+def test_pooled_statistics_average_each_neighbourhood_before_the_distance(tmp_path):
+    """`stats_pool` 3 at a level: the distance is the unpooled Gaussian's on the 3x3 neighbourhood means (borders:
+    the part inside the grid); a one-position spike moves its neighbours' distances too; the graph
+    carries one AveragePool per level and the config round-trips (older artifacts read as pool 1)."""
+    onnx = pytest.importorskip("onnx")
+    import torch.nn.functional as F
+
+    from hfr_edge.config import NormStats
+    from hfr_edge.model import HFRAE, DeployModel
+
+    f = _correlated(300, 6, 5, 5)
+    pooled, plain = FeatureGaussian([6], [(5, 5)], "local", pool=(3,)), FeatureGaussian([6], [(5, 5)], "local")
+    pooled.fit([f])
+    mean3 = F.avg_pool2d(f, 3, stride=1, padding=1, count_include_pad=False)
+    assert torch.allclose(mean3[:, :, 0, 0], f[:, :, :2, :2].mean((2, 3)), atol=1e-5)
+    plain.fit([mean3])
+    probe = _correlated(4, 6, 5, 5, seed=3)
+    probe[:, :, 2, 2] += 20.0
+    (dp,), (dq,) = pooled([probe]), plain([F.avg_pool2d(probe, 3, stride=1, padding=1, count_include_pad=False)])
+    assert torch.allclose(dp, dq, rtol=1e-4, atol=1e-4)
+    assert float(dp[:, 0, 1, 1].min()) > 5.0 and float(dp[:, 0, 2, 2].min()) > 5.0
+
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats="local", stats_pool=(1, 3, 3))
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["stats_pool"]
+    assert ModelConfig.from_dict(old).stats_pool == (1, 1, 1)
+    model = HFRAE(cfg, pretrained=False).eval()
+    assert model.gauss.pool == [1, 3, 3]
+    model.gauss.fit([torch.randn(12, c, 64 // s, 64 // s) for c, s in ((24, 4), (40, 8), (112, 16))])
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(DeployModel(model, NormStats(threshold=1.0, low=0.0)), torch.rand(1, 3, 64, 64), str(path),
+                      input_names=["image"], dynamo=False)
+    pools = [n for n in onnx.load(str(path)).graph.node if n.op_type == "AveragePool"]
+    assert len(pools) == 2  # the levels of weight 0.5 and 1; the stride-4 level is out of the graph
+    assert all(next(a.i for a in n.attribute if a.name == "count_include_pad") == 0 for n in pools)
+    with pytest.raises(HfrError, match="--stats-pool"):
+        ModelConfig(stats_pool=(1, 2, 1))
+
+
+def test_components_fit_each_kind_of_normal_and_take_the_nearest():
+    """Normals of two kinds (two means, two scales): two components group the images by kind (k-means
+    on the mean feature) and score each kind's normals near 1, where one Gaussian over both scores the
+    tight kind far below 1 and a vector between the kinds as typical. The graph takes their Min."""
+    from hfr_edge.model import image_groups
+
+    g0 = torch.Generator().manual_seed(0)
+    a = torch.randn(120, 6, 3, 3, generator=g0) + 3.0
+    b = torch.randn(80, 6, 3, 3, generator=g0) * 0.3 - 3.0
+    f = torch.cat([a, b])
+    groups = image_groups(f, 2)
+    assert sorted(len(g) for g in groups) == [80, 120]
+    assert {int(g.min()) for g in groups} == {0, 120}
+    one, two = FeatureGaussian([6], [(3, 3)], "local"), FeatureGaussian([6], [(3, 3)], "local", components=2)
+    one.fit([f]), two.fit([f])
+    assert two.mean0_1.shape == two.mean0.shape and two.white0_1.shape == two.white0.shape
+    (d1,), (d2,) = one([b[:20]]), two([b[:20]])
+    assert 0.6 < float(d2.mean()) < 1.6 and float(d1.mean()) < 0.5 * float(d2.mean())
+    between = torch.zeros(1, 6, 3, 3)  # the mixture's mean: typical for one Gaussian, for neither kind
+    (m1,), (m2,) = one([between]), two([between])
+    assert float(m2.mean()) > 5 * float(m1.mean())
+    with pytest.raises(ValueError, match="components"):
+        image_groups(torch.cat([a[:1], b[:1]]), 2)
+
+
+def test_components_round_trip_and_export(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from hfr_edge.config import NormStats
+    from hfr_edge.model import HFRAE, DeployModel
+
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats="local", stats_components=2)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    model = HFRAE(cfg, pretrained=False).eval()
+    model.gauss.fit([torch.randn(12, c, 64 // s, 64 // s) + (torch.arange(12) % 2).view(-1, 1, 1, 1) * 4
+                     for c, s in ((24, 4), (40, 8), (112, 16))])
+    again = HFRAE(cfg, pretrained=False).eval()
+    again.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    dm = DeployModel(model, NormStats(threshold=1.0, low=0.0))
+    assert torch.equal(dm(x)[0], DeployModel(again, NormStats(threshold=1.0, low=0.0))(x)[0])
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(dm, x[:1], str(path), input_names=["image"], dynamo=False)
+    g = onnx.load(str(path)).graph
+    assert sum(n.op_type == "Min" for n in g.node) == 2  # strides 8 and 16 (the stride-4 level is out)
+    from hfr_edge.checkpoint import save_checkpoint
+    from hfr_edge.export.onnx_export import export_onnx
+
+    ckpt = save_checkpoint(tmp_path / "c.pt", model, NormStats(threshold=1.0, low=0.0), {"final_loss": 0.0})
+    export_onnx(str(ckpt), str(tmp_path / "product.onnx"), batch=1)  # the TensorRT allow-list holds
+    with pytest.raises(HfrError, match="--stats-components"):
+        ModelConfig(stats_components=9)
+
+
+def test_held_out_likelihood_prefers_the_components_the_normals_have():
+    """Held-out normals of two kinds are likelier under two components, of one kind under one: the
+    criterion `--stats-components auto` chooses by."""
+    g0 = torch.Generator().manual_seed(1)
+    def two_kinds(n):
+        a = torch.randn(n, 6, 3, 3, generator=g0) + 3.0
+        b = torch.randn(n, 6, 3, 3, generator=g0) * 0.3 - 3.0
+        return torch.cat([a, b])
+    def one_kind(n):
+        return _correlated(2 * n, 6, 3, 3, seed=int(torch.randint(0, 1000, (1,), generator=g0)))
+    for make, best in ((two_kinds, 2), (one_kind, 1)):
+        train, hold = make(60), make(10)
+        ll = {}
+        for k in (1, 2):
+            g = FeatureGaussian([6], [(3, 3)], "local", components=k)
+            g.fit([train])
+            ll[k] = g.log_likelihood([hold])[0]
+        assert max(ll, key=ll.get) == best, (make.__name__, ll)
+
+
+@pytest.mark.slow
+def test_auto_components_resolve_in_training_and_travel_in_the_checkpoint(tmp_path):
+    """stats_components 0 (auto): training fits 1, 2 and 3 components, keeps the likeliest on the
+    held-out images, records the choice in the config (the checkpoint's) and the summary."""
+    from hfr_edge.checkpoint import load_deploy_model, save_checkpoint
+    from hfr_edge.train import fit
+
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 3, 64, 64), dtype=np.float32)
+    x[12:] = x[12:] * 0.2 + 0.7  # two kinds of normal image: noise, and bright, flat noise
+    xh = np.concatenate([rng.random((3, 3, 64, 64), dtype=np.float32),
+                         rng.random((3, 3, 64, 64), dtype=np.float32) * 0.2 + 0.7])
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats_components=0)
+    model, norm, summary = fit(x, xh, cfg, TrainConfig(epochs=1, batch_size=4), progress=False)
+    chosen = summary["statistics"]
+    assert model.cfg.stats_components == chosen["stats_components"] in (1, 2, 3)
+    assert set(chosen["heldout_loglik"]) <= {"1", "2", "3"} and "1" in chosen["heldout_loglik"]
+    best = max(chosen["heldout_loglik"], key=chosen["heldout_loglik"].get)
+    assert int(best) == model.cfg.stats_components
+    _, loaded, _ = load_deploy_model(save_checkpoint(tmp_path / "c.pt", model, norm, summary))
+    assert loaded.stats_components == model.cfg.stats_components
+    # without held-out images auto cannot judge: one component
+    model1, _, summary1 = fit(x, xh[:0], cfg, TrainConfig(epochs=1, batch_size=4, holdout=0.0), progress=False)
+    assert model1.cfg.stats_components == 1 and summary1["statistics"]["stats_components"] == 1

@@ -49,6 +49,14 @@ def train_command(
                                                                      "(default: the preset's, else --level-weights); a level "
                                                                      "with residual weight 0 and a statistics weight keeps its "
                                                                      "distance without its decoder stage")] = None,
+    stats_pool: Annotated[Optional[str], typer.Option(help="Per level (strides 4, 8, 16), average the statistics' "
+                                                           "features over k x k neighbours first (1: none, 3, 5), "
+                                                           "e.g. 1,3,1; default: the preset's, else the product's")] = None,
+    stats_components: Annotated[Optional[str], typer.Option(help="Gaussians per level, each fitted on one group of "
+                                                                 "the training images (k-means), the nearest one scoring: "
+                                                                 "auto (1, 2 or 3, whichever gives the held-out normals the "
+                                                                 "highest likelihood) or a count; default: the preset's, "
+                                                                 "else the product's")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training images")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per decoder step")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = TrainConfig.lr,
@@ -65,14 +73,17 @@ def train_command(
 ) -> None:
     """Train the HFR-AE decoder on normal images and write a checkpoint."""
     from ..base.view import View, parse_roi, parse_tiles
-    from ..train import parse_triple, train_checkpoint
+    from ..train import parse_components, parse_triple, train_checkpoint
 
     weights3 = None if level_weights is None else parse_triple(level_weights, "--level-weights", float)
     stats3 = None if stats_level_weights is None else parse_triple(stats_level_weights, "--stats-level-weights", float)
     widths = None if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
+    pool3 = None if stats_pool is None else parse_triple(stats_pool, "--stats-pool", int)
+    comps = None if stats_components is None else parse_components(stats_components)
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
-                                ("stats_level_weights", stats3), ("decoder_widths", widths)) if v is not None}
+                                ("stats_level_weights", stats3), ("decoder_widths", widths),
+                                ("stats_pool", pool3), ("stats_components", comps)) if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
                           "bottleneck": bottleneck,
                           "tap16": tap16, "score": score if score in ("max", "mean") else "max", **chosen})

@@ -19,9 +19,10 @@ MODEL_SCOPE = "/model/"  # DeployModel.model: encoder + decoder
 # Operators the graph may contain: all supported by TensorRT's ONNX parser (8.5 and newer).
 ALLOWED_OPS = {
     "Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "Add", "Sub", "Mul", "Div", "Pad",
-    "ReduceSum", "ReduceMax", "ReduceMean", "Sqrt", "Max", "Resize", "Constant", "Cast", "Identity", "Gemm", "MatMul",
+    "ReduceSum", "ReduceMax", "ReduceMean", "Sqrt", "Max", "Min", "Resize", "Constant", "Cast", "Identity", "Gemm", "MatMul",
     "QuantizeLinear", "DequantizeLinear", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Sigmoid", "Neg",
     "Transpose",  # a Shuffle layer in TensorRT; the per-position statistics ("local") permute their features
+    "AveragePool",  # 2-D, count_include_pad 0: a Pooling layer (`--stats-pool`)
 }
 
 
