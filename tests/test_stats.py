@@ -334,3 +334,17 @@ def test_auto_components_resolve_in_training_and_travel_in_the_checkpoint(tmp_pa
     # without held-out images auto cannot judge: one component
     model1, _, summary1 = fit(x, xh[:0], cfg, TrainConfig(epochs=1, batch_size=4, holdout=0.0), progress=False)
     assert model1.cfg.stats_components == 1 and summary1["statistics"]["stats_components"] == 1
+
+
+def test_bad_statistics_options_fail_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "c.pt"
+    for opt, value, line in (("--stats-components", "many", "--stats-components 'many' must be auto or a count from 1 to 8"),
+                             ("--stats-pool", "1,2,1", "--stats-pool 1,2,1 must be three of 1 (none), 3, 5 (strides 4, "
+                                                       "8, 16; e.g. 1,1,3)")):
+        r = subprocess.run([sys.executable, "-m", "hfr_edge", "train", str(tmp_path), "-o", str(out), opt, value],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.strip() == f"hfr-edge: error: {line}", r.stderr
+        assert not out.exists()
