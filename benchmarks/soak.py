@@ -204,8 +204,8 @@ def table(results) -> str:
                    f"{r['rss_growth_mb']:>+8.1f}  {'PASS' if r['passed'] else 'FAIL'}"
                    f" (ratio {'ok' if r['pass_ratio'] else 'FAIL'}, memory {'ok' if r['pass_memory'] else 'FAIL'})")
     out.append(f"pass: pipeline/bare of the last 10% within {100 * MAX_RATIO_CHANGE:g}% of the first 10%, "
-               f"RSS growth < {MAX_GROWTH_MB:g} MB; the interval: the change's spread from segment noise alone; trend: the line through all segments, "
-               "its rise over the run ± 95%")
+               f"RSS growth < {MAX_GROWTH_MB:g} MB; the interval: the change's spread from segment noise alone; "
+               "trend: the line through all segments, its rise over the run ± 95%")
     return "\n".join(out)
 
 

@@ -129,7 +129,7 @@ class FeatureGaussian(nn.Module):
             raise ValueError(f"unknown statistics kind {kind!r}")
         # components 0 (auto, before training resolves it) holds one
         self.kind, self.levels, self.components = kind, len(channels), max(1, int(components))
-        self.pool = [int(k) for k in pool] if len(pool) == len(channels) else [int(pool[0])] * len(channels)
+        self.pool = [int(k) for k in pool]
         for i, (c, (h, w)) in enumerate(zip(channels, grids)):
             per_position = kind != "shared"
             for k in range(self.components):  # component 0 keeps the names of a one-component Gaussian
@@ -177,6 +177,23 @@ class FeatureGaussian(nn.Module):
         white = chol if self.kind == "local" else chol[0].T.contiguous().view(c, c, 1, 1)
         return mean.float(), white.float()
 
+    def _component(self, i: int, k: int, dtype: torch.dtype):
+        """Level i's component k: (mean, whitening), in `dtype`."""
+        sfx = f"_{k}" if k else ""
+        m, w = getattr(self, f"mean{i}{sfx}"), getattr(self, f"white{i}{sfx}")
+        return (m, w) if m.dtype == dtype else (m.to(dtype), w.to(dtype))
+
+    def _sq_distance(self, f: torch.Tensor, mean: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distance (summed over channels) of the pooled features f (B, C, h, w)
+        from one component: (B, 1, h, w)."""
+        y = f - mean
+        h, w = (int(v) for v in y.shape[2:])
+        if self.kind == "local":  # one (C, C) product per position: (P, B, C) @ (P, C, C)
+            z = torch.matmul(y.flatten(2).permute(2, 0, 1), white)
+            return (z * z).sum(-1).t().reshape(-1, 1, h, w)  # (P, B) -> (B, 1, h, w)
+        z = F.conv2d(y, white)  # (B, C, h, w)
+        return channel_sum(z * z)
+
     @torch.no_grad()
     def log_likelihood(self, levels: Sequence[Optional[torch.Tensor]]) -> List[Optional[float]]:
         """Per level, the mean over images and positions of the log-density of `levels` (held-out
@@ -188,18 +205,15 @@ class FeatureGaussian(nn.Module):
                 out.append(None)
                 continue
             f = self._pooled(f.float(), i).double()
+            h, w = (int(v) for v in f.shape[2:])
             best = None
             for k in range(self.components):
-                sfx = f"_{k}" if k else ""
-                y, white = f - getattr(self, f"mean{i}{sfx}").double(), getattr(self, f"white{i}{sfx}").double()
-                if self.kind == "local":
-                    z = torch.matmul(y.flatten(2).permute(2, 0, 1), white)  # (P, B, C)
-                    d = (z * z).sum(-1).t()  # (B, P)
-                    logdet_inv = 2.0 * torch.log(torch.diagonal(white, dim1=-2, dim2=-1)).sum(-1)  # (P,)
+                mean, white = self._component(i, k, torch.float64)
+                if self.kind == "local":  # log det of the inverse covariance per position, (1, 1, h, w)
+                    logdet_inv = 2.0 * torch.log(torch.diagonal(white, dim1=-2, dim2=-1)).sum(-1).view(1, 1, h, w)
                 else:
-                    d = channel_sum(F.conv2d(y, white) ** 2).flatten(1)  # (B, h w)
                     logdet_inv = 2.0 * torch.log(torch.diagonal(white[:, :, 0, 0])).sum()
-                lk = 0.5 * (logdet_inv - d) - math.log(self.components)
+                lk = 0.5 * (logdet_inv - self._sq_distance(f, mean, white)) - math.log(self.components)
                 best = lk if best is None else torch.maximum(best, lk)
             out.append(float(best.mean()))
         return out
@@ -217,19 +231,11 @@ class FeatureGaussian(nn.Module):
                 out.append(None)
                 continue
             f = self._pooled(f.float(), i)
-            c, h, w = (int(v) for v in f.shape[1:])
             d = None
             for k in range(self.components):  # the nearest component at each position
-                sfx = f"_{k}" if k else ""
-                y = f - getattr(self, f"mean{i}{sfx}")  # (B, C, h, w)
-                if self.kind == "local":  # one (C, C) product per position: (P, B, C) @ (P, C, C)
-                    z = torch.matmul(y.flatten(2).permute(2, 0, 1), getattr(self, f"white{i}{sfx}"))
-                    dk = (z * z).sum(-1).t().reshape(-1, 1, h, w)  # (P, B) -> (B, 1, h, w)
-                else:
-                    z = F.conv2d(y, getattr(self, f"white{i}{sfx}"))  # (B, C, h, w)
-                    dk = channel_sum(z * z)
+                dk = self._sq_distance(f, *self._component(i, k, f.dtype))
                 d = dk if d is None else torch.minimum(d, dk)
-            out.append(d / c)
+            out.append(d / int(f.shape[1]))
         return out
 
 

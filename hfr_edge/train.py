@@ -148,10 +148,10 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
 
     from .model import cosine_residual, feature_gaussian
 
-    choice = {}
+    choice, ready = {}, False
     if model.cfg.stats_components == 0:
         sw = model.cfg.stats_level_weights or model.cfg.level_weights
-        scores = {}
+        scores, fitted = {}, {}
         if held_out:
             with torch.inference_mode():
                 parts = [model.encode(torch.from_numpy(ref[i:i + batch]).to(device))[0] for i in range(0, len(ref), batch)]
@@ -162,13 +162,15 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
                     g.fit(taps, min_group=MIN_GROUP)
                 except ValueError:  # too few images for k groups
                     break
-                scores[k] = sum(v for v in g.log_likelihood(hold) if v is not None)
+                scores[k], fitted[k] = sum(v for v in g.log_likelihood(hold) if v is not None), g
         k = max(scores, key=scores.get) if scores else 1
         model.cfg = dataclasses.replace(model.cfg, stats_components=k)
-        model.gauss = feature_gaussian(model.cfg).to(device)
+        ready = k in fitted  # the chosen count's fit, kept
+        model.gauss = fitted[k] if ready else feature_gaussian(model.cfg).to(device)
         choice = {"stats_components": k, "heldout_loglik": {str(c): round(v, 3) for c, v in scores.items()}
                   if scores else "no held-out images: 1"}
-    model.gauss.fit(taps)
+    if not ready:
+        model.gauss.fit(taps)
     rec, dist = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     with torch.inference_mode():
         for i in range(0, len(ref), batch):
