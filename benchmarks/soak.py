@@ -6,9 +6,18 @@ source, nothing else) runs as long, then resumes (SIGCONT), to the end of its fr
 
 Passes when pipeline/bare throughput over the last 10% of the segments is within 5% of the first
 10% (a run that slows down or leaks time shows as a falling ratio) and the run's resident memory
-grows by less than 20 MB between them. 50,000 frames, with 1 and with 4 sources (split evenly).
+grows by less than 20 MB between them. 100,000 frames (the issue asks for over 50,000), with 1 and
+with 4 sources (split evenly).
+Throughput over a window = its frames over its seconds, pooled over the window's segments. The
+first --warmup seconds of `run` (imports done, the session's first frames) are not judged.
 
-    python benchmarks/soak.py                          # 50,000 frames, 1 and 4 sources, a tiny 64 px model
+Segments are short and many (0.25 s): on this 2-core VM a segment's throughput moves by 10-14%
+from one segment to the next whatever its length (0.5 s or 2 s alike; one thread of plain compute:
+4%), so the first and last 10% are judged well only over many segments (100,000 frames: about 1,200
+segments, 120 in each window, an interval near +-4%); the 95% interval printed
+beside the change is that noise alone (bootstrap over the segments).
+
+    python benchmarks/soak.py                          # 100,000 frames, 1 and 4 sources, a tiny 64 px model
     python benchmarks/soak.py --frames 5000 --toy      # quicker, the toy contract graph
     python benchmarks/soak.py --model model.onnx --sources 4
 
@@ -112,7 +121,7 @@ def _completions(jsonl: Path) -> np.ndarray:
     return np.sort(np.array(out))
 
 
-def soak(model: Path, videos, frames: int, work: Path, segment: float) -> dict:
+def soak(model: Path, videos, frames: int, work: Path, segment: float, warmup: float = 2.0) -> dict:
     """Alternate `run` and the bare loop to the end of the run; judge the first and last 10%."""
     n = len(videos)
     jsonl, summary = work / f"soak{n}.jsonl", work / f"soak{n}.summary.json"
@@ -127,6 +136,7 @@ def soak(model: Path, videos, frames: int, work: Path, segment: float) -> dict:
     with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as p:
         while not (jsonl.is_file() and jsonl.stat().st_size) and p.poll() is None:
             time.sleep(0.05)  # start-up (imports, session) is not part of the soak
+        time.sleep(warmup)  # nor are its first frames (caches, the reader's queue filling)
         while p.poll() is None:
             t0 = time.time()
             time.sleep(segment)
@@ -151,18 +161,19 @@ def soak(model: Path, videos, frames: int, work: Path, segment: float) -> dict:
         if t1 > done[-1]:
             break  # the run had finished its frames (and was closing down)
         k = int(np.searchsorted(done, t1) - np.searchsorted(done, t0))
-        rows.append({"pipeline_fps": k / (t1 - t0), "bare_fps": fps, "ratio": k / (t1 - t0) / fps, "rss_mb": rss})
+        rows.append({"pipeline_fps": k / (t1 - t0), "bare_fps": fps, "ratio": k / (t1 - t0) / fps, "rss_mb": rss,
+                     "seconds": t1 - t0})
     if len(rows) < 10:
-        raise SystemExit(f"only {len(rows)} segments: give more --frames or a shorter --segment")
+        raise SystemExit(f"only {len(rows)} segments: give more --frames or a shorter --segment / --warmup")
     m = max(1, len(rows) // 10)
     first, last = rows[:m], rows[-m:]
-    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
-    res = {"model": str(model), "sources": n, "frames": frames, "segment_s": segment, "segments": len(rows),
-           "wall_s": round(time.time() - t_start, 1), "summary": json.loads(summary.read_text()), "rows": rows}
+    res = {"model": str(model), "sources": n, "frames": frames, "segment_s": segment, "warmup_s": warmup,
+           "segments": len(rows), "wall_s": round(time.time() - t_start, 1),
+           "summary": json.loads(summary.read_text()), "rows": rows}
     for name, rs in (("first", first), ("last", last)):
-        res[name] = {k: med(rs, k) for k in ("pipeline_fps", "bare_fps", "ratio", "rss_mb")}
+        res[name] = {**window(rs), "rss_mb": statistics.median(r["rss_mb"] for r in rs)}
     res["ratio_change"] = res["last"]["ratio"] / res["first"]["ratio"] - 1 if res["first"]["ratio"] > 0 else float("inf")
-    res["ratio_change_95"] = change_interval([r["ratio"] for r in first], [r["ratio"] for r in last])
+    res["ratio_change_95"] = change_interval(first, last)
     res["trend"] = trend([r["ratio"] for r in rows])
     res["rss_growth_mb"] = res["last"]["rss_mb"] - res["first"]["rss_mb"]
     res["pass_ratio"] = bool(abs(res["ratio_change"]) <= MAX_RATIO_CHANGE)
@@ -171,12 +182,25 @@ def soak(model: Path, videos, frames: int, work: Path, segment: float) -> dict:
     return res
 
 
+def window(rows) -> dict:
+    """A window's pipeline and bare throughput (frames over seconds, pooled over its segments; a bare
+    segment lasts as long as its run segment) and their ratio."""
+    secs = sum(r["seconds"] for r in rows)
+    pipe = sum(r["pipeline_fps"] * r["seconds"] for r in rows) / secs
+    bare = sum(r["bare_fps"] * r["seconds"] for r in rows) / secs
+    return {"pipeline_fps": pipe, "bare_fps": bare, "ratio": pipe / bare}
+
+
 def change_interval(first, last, draws: int = 2000, seed: int = 0) -> list:
-    """95% bootstrap interval of median(last) / median(first) - 1 over the segments' ratios: how far
-    this VM's segment-to-segment noise alone moves the change (a band narrower than it cannot be judged)."""
+    """95% bootstrap interval of the last window's ratio over the first's, minus 1, resampling each
+    window's segments: how far this VM's segment-to-segment noise alone moves the change (a band
+    narrower than it cannot be judged)."""
     rng = np.random.default_rng(seed)
-    f, la = np.asarray(first), np.asarray(last)
-    ch = [np.median(rng.choice(la, la.size)) / np.median(rng.choice(f, f.size)) - 1 for _ in range(draws)]
+    ch = []
+    for _ in range(draws):
+        f = window([first[i] for i in rng.integers(0, len(first), len(first))])
+        la = window([last[i] for i in rng.integers(0, len(last), len(last))])
+        ch.append(la["ratio"] / f["ratio"] - 1)
     return [float(np.percentile(ch, 2.5)), float(np.percentile(ch, 97.5))]
 
 
@@ -211,9 +235,10 @@ def table(results) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=50_000, help="frames per run, split evenly over the sources")
+    ap.add_argument("--frames", type=int, default=100_000, help="frames per run, split evenly over the sources")
     ap.add_argument("--sources", default="1,4", help="source counts to soak, e.g. 1,4")
-    ap.add_argument("--segment", type=float, default=2.0, help="seconds of each run / bare segment")
+    ap.add_argument("--segment", type=float, default=0.25, help="seconds of each run / bare segment")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of `run` not judged, after its first record")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--model", help="an .onnx artifact to soak (default: a tiny model trained here)")
     g.add_argument("--toy", action="store_true", help="the toy contract graph (tests/toy.py) instead")
@@ -235,7 +260,7 @@ def main(argv=None) -> int:
         per = a.frames // n
         videos = [make_video(work / f"soak-{per}-{size}-{i}.mp4", per, size, seed=i) for i in range(n)]
         print(f"soaking {model} ({size} px) over {per * n} frames from {n} source(s) ...", file=sys.stderr)
-        results.append(soak(model, videos, per * n, work, a.segment))
+        results.append(soak(model, videos, per * n, work, a.segment, a.warmup))
     print(table(results))
     from hfr_edge.base.fsio import write_json_atomic
 
