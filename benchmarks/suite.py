@@ -41,7 +41,7 @@ from suite_data import SETS, SIZE_MVTEC, SIZE_ONECLASS, check_names, load_set, s
 from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
 
 ONECLASS = {"model": {"image_size": 64, "score": "mean", "bottleneck": 16, "level_weights": (0.0, 0.0, 1.0),
-                      "decoder_widths": (128, 64, 32)}, "train": {"epochs": 8}}
+                      "stats_level_weights": None, "decoder_widths": (128, 64, 32)}, "train": {"epochs": 8}}
 PEERS = ("padim", "patchcore")
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 COLS = [("set", "set", None), ("method", "method", None), ("seeds", "seeds", None),
@@ -95,7 +95,7 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool",
-                 "stats_components"}
+                 "stats_components", "sigma"}
 
 
 def parse_fusions(items) -> dict:
@@ -280,8 +280,8 @@ def main():
                     "(e.g. paper,surface) or statistics kinds (stats:local): methods hfr-edge-PRESET[-TAG]")
     ap.add_argument("--fusion", action="append", default=[], metavar="NAME:KEY=VALUE;KEY=VALUE",
                     help="score the trained decoder under this fusion too (stats, stats_weight, level_weights, "
-                         "stats_level_weights, stats_pool, stats_components; the one-class sets keep their level "
-                         "weights): method hfr-edge-NAME[-TAG]")
+                         "stats_level_weights, stats_pool, stats_components, sigma; the one-class sets keep "
+                         "their level weights): method hfr-edge-NAME[-TAG]")
     ap.add_argument("--models", default=None, metavar="DIR", help="keep each trained decoder here (SET-TAG-sSEED.pt) "
                     "and reuse it when it is there: new fusions without retraining")
     ap.add_argument("--no-peer-latency", action="store_true", help="time hfr-edge's graph alone (another job "
