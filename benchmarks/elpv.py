@@ -56,7 +56,7 @@ mkw = {}
 if args.image_size:
     mkw["image_size"] = args.image_size
 if args.level_weights:
-    mkw["level_weights"] = parse_triple(args.level_weights, "--level-weights", float)
+    mkw["level_weights"] = mkw["stats_level_weights"] = parse_triple(args.level_weights, "--level-weights", float)
 if args.decoder_convs is not None:
     mkw["decoder_convs"] = args.decoder_convs
 if args.tap16:

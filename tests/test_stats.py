@@ -92,7 +92,8 @@ def test_statistics_travel_through_checkpoint_and_graph(tmp_path, stats):
     rng = np.random.default_rng(0)
     x = rng.random((10, 3, 64, 64), dtype=np.float32)
     xh = rng.random((4, 3, 64, 64), dtype=np.float32)
-    cfg = ModelConfig(image_size=64, stats=stats, level_weights=(0.25, 1.0, 1.0))  # every level in the graph
+    # every level in the graph, both terms
+    cfg = ModelConfig(image_size=64, stats=stats, level_weights=(0.25, 1.0, 1.0), stats_level_weights=None)
     model, norm, summary = fit(x, xh, cfg, TrainConfig(epochs=1, batch_size=4),
                                progress=False)
     # each level's residual and distance average 1 on the held-out normals once scaled
@@ -131,8 +132,9 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
 
     from hfr_edge.config import PRESETS, preset_fields
 
-    assert preset_fields("paper") == {"stats": "none", "level_weights": (0.25, 1.0, 1.0), "decoder": "dense",
-                                      "decoder_convs": 1, "up_kernel": 4, "decoder_widths": (256, 128, 64)}
+    assert preset_fields("paper") == {"stats": "none", "level_weights": (0.25, 1.0, 1.0), "stats_level_weights": None,
+                                      "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
+                                      "decoder_widths": (256, 128, 64)}
     assert preset_fields(None) == {}
     assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "local",
                                                                            "light": "position"}
@@ -146,25 +148,29 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
 
 def test_a_level_of_weight_zero_leaves_the_graph_with_its_decoder_stage(tmp_path):
     """Level weights 0, 0.5, 1: the stride-4 level's decoder stage, residual and statistics are not in
-    the exported graph (the decoder's most expensive stage: its cost is gone at inference)."""
+    the exported graph (the decoder's most expensive stage: its cost is gone at inference). The
+    default (residual 0, 0, 1; statistics 0, 0.5, 1) keeps the stride-8 distance and leaves out the
+    stride-8 decoder stage too: one transposed convolution, the stride-16 stage's."""
     onnx = pytest.importorskip("onnx")
     from hfr_edge.config import NormStats
     from hfr_edge.model import HFRAE, DeployModel
 
     counts = {}
-    for lw in ((0.25, 1.0, 1.0), (0.0, 0.5, 1.0)):
-        cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats="local", level_weights=lw)
+    weights = {"all": {"level_weights": (0.25, 1.0, 1.0), "stats_level_weights": None},
+               "no stride 4": {"level_weights": (0.0, 0.5, 1.0), "stats_level_weights": None}, "default": {}}
+    for name, kw in weights.items():
+        cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats="local", stats_components=1, **kw)
         model = HFRAE(cfg, pretrained=False).eval()
         model.gauss.fit([torch.randn(12, c, 64 // s, 64 // s) for c, s in ((24, 4), (40, 8), (112, 16))])
-        path = tmp_path / f"m{lw[0]}.onnx"
+        path = tmp_path / "m.onnx"
         torch.onnx.export(DeployModel(model, NormStats(threshold=1.0, low=0.0)), torch.rand(1, 3, 64, 64), str(path),
                           input_names=["image"], dynamo=False)
         g = onnx.load(str(path)).graph
         inits = {i.name for i in g.initializer}
-        counts[lw[0]] = (sum(n.op_type == "ConvTranspose" for n in g.node),
-                         sum(n.op_type == "MatMul" and n.input[1] in inits and "white" in n.input[1] for n in g.node),
-                         any("/s4/" in n.name for n in g.node))
-    assert counts == {0.25: (3, 3, True), 0.0: (2, 2, False)}
+        counts[name] = (sum(n.op_type == "ConvTranspose" for n in g.node),
+                        sum(n.op_type == "MatMul" and n.input[1] in inits and "white" in n.input[1] for n in g.node),
+                        any("/s4/" in n.name for n in g.node), any("/s8/" in n.name for n in g.node))
+    assert counts == {"all": (3, 3, True, True), "no stride 4": (2, 2, False, True), "default": (1, 2, False, False)}
 
 
 def test_a_statistics_only_level_keeps_its_distance_without_its_decoder_stage(tmp_path):

@@ -33,7 +33,8 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
     assert [p.name for p in cli_ckpt.parent.iterdir()] == ["ckpt.pt"]  # no temp file left
     c = ckpt["config"]  # the defaults: --preset surface
     assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("dense", 1, 4, "local")
-    assert c["level_weights"] == [0.0, 0.5, 1.0] and c["decoder_widths"] == [128, 64, 32]
+    assert c["level_weights"] == [0.0, 0.0, 1.0] and c["stats_level_weights"] == [0.0, 0.5, 1.0]
+    assert c["decoder_widths"] == [128, 64, 32]
 
 
 def test_a_preset_and_options_beside_it(syn_data, tmp_path):
@@ -46,7 +47,13 @@ def test_a_preset_and_options_beside_it(syn_data, tmp_path):
     c = torch.load(out, weights_only=True)["config"]
     # the preset's separable decoder and statistics; the option given beside it wins
     assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("separable", 2, 4, "position")
-    assert c["level_weights"] == [0.25, 1.0, 1.0]
+    assert c["level_weights"] == [0.25, 1.0, 1.0] and c["stats_level_weights"] is None
+    # --level-weights alone weighs both terms (the default's separate statistics weights give way)
+    r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--decoder-widths", "16,8,8",
+            "--level-weights", "0.25,1,1")
+    assert r.returncode == 0, r.stderr
+    c = torch.load(out, weights_only=True)["config"]
+    assert c["level_weights"] == [0.25, 1.0, 1.0] and c["stats_level_weights"] == [0.25, 1.0, 1.0]
     r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--decoder-widths", "16,8,8",
             "--preset", "paper", "--level-weights", "1,1,1")
     assert r.returncode == 0, r.stderr

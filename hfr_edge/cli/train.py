@@ -46,7 +46,8 @@ def train_command(
     stats_weight: Annotated[Optional[float], typer.Option(help="Weight of the statistics' term against the residual's "
                                                                "(both 1 on held-out normals)")] = None,
     stats_level_weights: Annotated[Optional[str], typer.Option(help="Weights of the statistics' term at strides 4, 8, 16 "
-                                                                     "(default: the preset's, else --level-weights); a level "
+                                                                     "(default: --level-weights where given, else the "
+                                                                     "preset's, else the product's, 0,0.5,1); a level "
                                                                      "with residual weight 0 and a statistics weight keeps its "
                                                                      "distance without its decoder stage")] = None,
     stats_pool: Annotated[Optional[str], typer.Option(help="Per level (strides 4, 8, 16), average the statistics' "
@@ -80,6 +81,8 @@ def train_command(
     widths = None if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
     pool3 = None if stats_pool is None else parse_triple(stats_pool, "--stats-pool", int)
     comps = None if stats_components is None else parse_components(stats_components)
+    if weights3 is not None and stats3 is None:  # one weight per level for both terms, as asked
+        stats3 = weights3
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
                                 ("stats_level_weights", stats3), ("decoder_widths", widths),
