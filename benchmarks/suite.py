@@ -95,7 +95,7 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool",
-                 "stats_components", "sigma"}
+                 "stats_components", "sigma", "score"}
 
 
 def parse_fusions(items) -> dict:
@@ -122,8 +122,9 @@ def variants(presets, mcfg: ModelConfig, tag: str, fusions=None, oneclass: bool 
     if not presets and not fusions:
         return {f"hfr-edge{suffix}": mcfg}
     out = {}
-    for name, fields in (fusions or {}).items():  # the one-class sets keep their own level weights
-        keep = {k: v for k, v in fields.items() if not (oneclass and k in ("level_weights", "stats_level_weights"))}
+    for name, fields in (fusions or {}).items():  # the one-class sets keep their own level weights and score
+        keep = {k: v for k, v in fields.items()
+                if not (oneclass and k in ("level_weights", "stats_level_weights", "score"))}
         out[f"hfr-edge-{name}{suffix}"] = dataclasses.replace(mcfg, **keep)
     for p in presets:  # a preset's name, or "stats:KIND" (that statistics kind alone: a fusion to try)
         fields = {"stats": p.split(":", 1)[1]} if p.startswith("stats:") else preset_fields(p)

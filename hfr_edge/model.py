@@ -298,12 +298,35 @@ def upsample_matrix(n: int, factor: int) -> torch.Tensor:
     return F.interpolate(eye, scale_factor=float(factor), mode="linear", align_corners=False)[:, 0, :].t().float()
 
 
+TOP_SHARE = 0.01  # score "top": the mean of the map's highest 1 % of pixels
+TOP_MAX = 1024  # at most this many (TensorRT 8.5's TopK takes k <= 1024)
+
+
+def top_count(pixels: int) -> int:
+    """How many of a map's `pixels` the "top" score averages: 1 % of them, 1 to TOP_MAX (655 at 256x256)."""
+    return max(1, min(TOP_MAX, round(TOP_SHARE * pixels)))
+
+
+def map_score(amap: torch.Tensor, kind: str) -> torch.Tensor:
+    """(B, 1, H, W) map -> (B,) image score: its maximum ("max"), the mean of its highest 1 % of
+    pixels ("top": a defect of a few pixels still counts, one noisy pixel of a texture counts less)
+    or its mean ("mean": the whole image is of another kind)."""
+    if kind == "max":
+        return torch.amax(amap, dim=(1, 2, 3))
+    if kind == "top":
+        pixels = int(amap.shape[2]) * int(amap.shape[3])
+        flat = amap.reshape(-1, pixels)  # a constant shape: no Shape/Flatten in the graph
+        return torch.topk(flat, top_count(pixels), dim=1).values.mean(1)
+    return amap.mean(dim=(1, 2, 3))
+
+
 class AnomalyMap(nn.Module):
     """Per-level residuals -> bilinear upsample to the input size -> weighted sum -> Gaussian
     smoothing (fixed separable Gaussian; borders renormalised so the map does not fade towards the
-    image edge; upsampling and blur folded into one constant matrix per level and side) -> raw map (B, 1, H, W) and raw image score (B,) = its maximum
-    (or its mean, `score="mean"`). A level of weight 0 is left out of the graph; a level whose residual
-    weight is 0 leaves its decoder stage out of it.
+    image edge; upsampling and blur folded into one constant matrix per level and side) -> raw map
+    (B, 1, H, W) and raw image score (B,): map_score's "max", "top" (the mean of its highest 1 %) or
+    "mean". A level of weight 0 is left out of the graph; a level whose residual weight is 0 leaves its
+    decoder stage out of it.
 
     With a `FeatureGaussian` (`stats` shared, position or local), each level's term is its residual plus
     `stats_weight` times its Mahalanobis distance, each divided by its mean on held-out normal images
@@ -361,8 +384,7 @@ class AnomalyMap(nn.Module):
             r = torch.matmul(torch.matmul(getattr(self, f"bu{s}"), r), getattr(self, f"bu{s}_t"))  # blur(up(r))
             amap = r if amap is None else amap + r
         # amap: (B, 1, H, W)
-        score = torch.amax(amap, dim=(1, 2, 3)) if self.score == "max" else amap.mean(dim=(1, 2, 3))  # (B,)
-        return amap, score
+        return amap, map_score(amap, self.score)  # (B,)
 
 
 def amap_for(cfg: ModelConfig, model: Optional["HFRAE"] = None) -> AnomalyMap:

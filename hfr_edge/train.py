@@ -244,12 +244,13 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     return model.cpu(), stats, summary
 
 
-def auto_score(fmt: str) -> str:
+def auto_score(fmt: str, local: str = "top") -> str:
     """The one-class formats' anomalies are whole images of another class: the map's mean ranks
-    them better than its max (benchmarks/oneclass.py); defects are local: the max."""
+    them better than its max (benchmarks/oneclass.py); defects are local: `local`, the config's
+    ("top" by default, "max" under `--preset paper`)."""
     from .data import ONE_CLASS_FORMATS
 
-    return "mean" if fmt in ONE_CLASS_FORMATS else "max"
+    return "mean" if fmt in ONE_CLASS_FORMATS else local if local in ("max", "top") else "top"
 
 
 def parse_components(text: str) -> int:
@@ -288,7 +289,7 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
     from .data import open_dataset
 
     if score not in ("auto",) + SCORES:
-        raise HfrError(f"--score {score!r} must be auto, max or mean")
+        raise HfrError(f"--score {score!r} must be auto, {', '.join(SCORES)}")
     out = Path(output)
     if out.is_dir():
         raise HfrError(f"-o {out}: is a folder; give a file name such as {out / 'ckpt.pt'}")
@@ -296,7 +297,7 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
         raise HfrError(f"-o {out}: folder {out.parent} does not exist; create it first")
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if score == "auto":
-        mcfg = replace(mcfg, score=auto_score(ds.format))
+        mcfg = replace(mcfg, score=auto_score(ds.format, mcfg.score))
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
     model, stats, summary, extra, kept, skipped = fit_view(

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from hfr_edge.backbones import SPECS, load_backbone  # noqa: E402
 from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
 from hfr_edge.base.errors import HfrError  # noqa: E402
-from hfr_edge.model import AnomalyMap, DeployModel, cosine_residual  # noqa: E402
+from hfr_edge.model import TOP_MAX, AnomalyMap, DeployModel, cosine_residual, map_score, top_count  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -155,6 +155,21 @@ def test_mean_score_and_zero_weight_levels():
     dec0[0] = torch.rand_like(dec[0])
     a = AnomalyMap(64, 4.0, (0, 1, 1))
     assert torch.equal(a(enc, dec)[0], a(enc, dec0)[0])
+
+
+def test_top_score_is_the_mean_of_the_highest_percent():
+    assert (top_count(256 * 256), top_count(64 * 64), top_count(10)) == (655, 41, 1)
+    assert top_count(2048 * 2048) == TOP_MAX == 1024  # TensorRT 8.5's TopK limit
+    enc = [torch.rand(2, c, 64 // s, 64 // s) for c, s in ((24, 4), (40, 8), (112, 16))]
+    dec = [torch.rand_like(e) for e in enc]
+    m, s = AnomalyMap(64, 4.0, (0, 1, 1), score="top")(enc, dec)
+    want = torch.sort(m.reshape(2, -1), dim=1, descending=True).values[:, :41].mean(1)
+    assert torch.allclose(s, want, atol=1e-6)
+    # one hot pixel moves the max fully, the top-1 % mean by 1/41 of it
+    spike = torch.zeros(1, 1, 64, 64)
+    spike[0, 0, 5, 7] = 41.0
+    assert float(map_score(spike, "max")) == 41.0 and float(map_score(spike, "top")) == pytest.approx(1.0)
+    assert float(map_score(spike, "mean")) == pytest.approx(41.0 / 4096)
 
 
 def test_map_and_score_have_their_own_thresholds():

@@ -80,3 +80,30 @@ def test_threshold_is_half_and_low_is_zero_in_the_onnx_graph(trained, tmp_path):
     assert float(m[0].min()) == pytest.approx(0.0, abs=1e-5)
     assert float(s[1]) == pytest.approx(0.5, abs=1e-5)
     np.testing.assert_allclose(m, (raw_m.numpy() - stats.low) * stats.map_scale, atol=1e-4)
+
+
+def test_top_score_has_its_own_threshold_in_the_onnx_graph(tmp_path):
+    """score="top" (the default's): one TopK over the map, K a constant (an initializer, as TensorRT's
+    ONNX parser requires), the score's threshold at 0.5 and the map's own threshold at 0.5."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from hfr_edge.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = HFRAE(ModelConfig(image_size=64, decoder_widths=(16, 8, 4), score="top", stats="none"),
+                  pretrained=False).eval()
+    x = np.random.default_rng(4).random((3, 3, 64, 64), dtype=np.float32)
+    raw_m, raw_s = _raw(model, torch.from_numpy(x))
+    want = torch.sort(raw_m.reshape(3, -1), dim=1, descending=True).values[:, :41].mean(1)
+    assert torch.allclose(raw_s, want, atol=1e-6)
+    stats = _anchored_stats(raw_m, raw_s, map_threshold=float(raw_m[2].max()))
+    ckpt = save_checkpoint(tmp_path / "top.pt", model, stats, {"epochs": 0})
+    onnx_path = export_onnx(str(ckpt), str(tmp_path / "model.onnx"))
+    g = onnx.load(str(onnx_path))
+    (topk,) = [n for n in g.graph.node if n.op_type == "TopK"]
+    k = {i.name: onnx.numpy_helper.to_array(i) for i in g.graph.initializer}[topk.input[1]]
+    assert k.tolist() == [41]
+    m, s = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(
+        ["anomaly_map", "score"], {"image": x})
+    assert float(s[1]) == pytest.approx(0.5, abs=1e-5) and float(m[2].max()) == pytest.approx(0.5, abs=1e-5)
+    np.testing.assert_allclose(s, (raw_s.numpy() - stats.low) * stats.scale, atol=1e-4)

@@ -132,7 +132,8 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
 
     from hfr_edge.config import PRESETS, preset_fields
 
-    assert preset_fields("paper") == {"stats": "none", "level_weights": (0.25, 1.0, 1.0), "stats_level_weights": None,
+    assert preset_fields("paper") == {"stats": "none", "score": "max", "level_weights": (0.25, 1.0, 1.0),
+                                      "stats_level_weights": None,
                                       "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
                                       "decoder_widths": (256, 128, 64)}
     assert preset_fields(None) == {}

@@ -35,6 +35,7 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
     assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("dense", 1, 4, "local")
     assert c["level_weights"] == [0.0, 0.0, 1.0] and c["stats_level_weights"] == [0.0, 0.5, 1.0]
     assert c["decoder_widths"] == [128, 64, 32]
+    assert c["score"] == "top"  # a folder of defects: the mean of the map's highest 1 %
 
 
 def test_a_preset_and_options_beside_it(syn_data, tmp_path):
@@ -59,9 +60,12 @@ def test_a_preset_and_options_beside_it(syn_data, tmp_path):
     assert r.returncode == 0, r.stderr
     c = torch.load(out, weights_only=True)["config"]
     assert (c["stats"], c["level_weights"], c["decoder_widths"]) == ("none", [1.0, 1.0, 1.0], [16, 8, 8])
-    r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--preset", "paper")
+    assert c["score"] == "max"  # the paper's image score under `--score auto`
+    r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--preset", "paper",
+            "--score", "top")
     assert r.returncode == 0, r.stderr
-    assert torch.load(out, weights_only=True)["config"]["decoder_widths"] == [256, 128, 64]  # the preset's
+    c = torch.load(out, weights_only=True)["config"]
+    assert c["decoder_widths"] == [256, 128, 64] and c["score"] == "top"  # the preset's; the score asked for
 
 
 def test_eval_checkpoint_and_onnx_agree(cli_ckpt, syn_data, tmp_path):

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from ..config import PRESET_HELP, ModelConfig, TrainConfig, preset_fields
+from ..config import PRESET_HELP, SCORES, ModelConfig, TrainConfig, preset_fields
 from .options import FORMAT_HELP, NORMAL_CLASS_HELP, TEST_HELP
 
 
@@ -21,7 +21,8 @@ def train_command(
     weights: Annotated[Optional[str], typer.Option(help="torchvision-format ImageNet weights (.pth) for the ResNets")] = None,
     image_size: Annotated[int, typer.Option(help="Square input size, a multiple of 32")] = ModelConfig.image_size,
     score: Annotated[str, typer.Option(help="Image score from the map: auto (mean for the one-class formats mnist, "
-                                            "fashion-mnist, cifar10; max otherwise) | max | mean")] = "auto",
+                                            "fashion-mnist, cifar10; otherwise top, or the preset's) | max | top "
+                                            "(the mean of the map's highest 1 % of pixels) | mean")] = "auto",
     level_weights: Annotated[Optional[str], typer.Option(help="Weights of the stride 4, 8, 16 levels in the map, "
                                                                "e.g. 0.25,1,1 (a level of weight 0 leaves the graph); default: the preset's, "
                                                                "else the product's")] = None,
@@ -89,7 +90,7 @@ def train_command(
                                 ("stats_pool", pool3), ("stats_components", comps)) if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
                           "bottleneck": bottleneck,
-                          "tap16": tap16, "score": score if score in ("max", "mean") else "max", **chosen})
+                          "tap16": tap16, **({"score": score} if score in SCORES else {}), **chosen})
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)
     train_checkpoint(data, output, mcfg, tcfg, score=score, fmt=fmt, normal_class=normal_class, test=test,
