@@ -57,6 +57,7 @@ if args.image_size:
     mkw["image_size"] = args.image_size
 if args.level_weights:
     mkw["level_weights"] = mkw["stats_level_weights"] = parse_triple(args.level_weights, "--level-weights", float)
+    mkw["aligned_level_weights"] = None  # the weights asked for, whatever the alignment
 if args.decoder_convs is not None:
     mkw["decoder_convs"] = args.decoder_convs
 if args.tap16:

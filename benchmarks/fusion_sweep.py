@@ -66,7 +66,7 @@ print(name, x.shape, xh.shape, xt.shape, flush=True)
 kw = {}
 if one_class:
     kw = dict(score="mean", bottleneck=16, level_weights=(0, 0, 1), stats_level_weights=None,
-              decoder_widths=(128, 64, 32))
+              aligned_level_weights=None, decoder_widths=(128, 64, 32))
 for kv in filter(None, args.cfg.split(",")):
     k, v = kv.split("=")
     kw[k] = type(getattr(ModelConfig, k))(v) if not isinstance(getattr(ModelConfig, k), tuple) else tuple(float(t) for t in v.split("/"))

@@ -54,7 +54,7 @@ def run_class(name: str, c: str) -> dict:
     t0 = time.time()
     mcfg = ModelConfig(image_size=args.image_size, score=args.score, bottleneck=args.bottleneck, tap16=args.tap16,
                        level_weights=parse_triple(args.level_weights, "--level-weights", float),
-                       stats_level_weights=None,  # the statistics at --level-weights too
+                       stats_level_weights=None, aligned_level_weights=None,  # the statistics at --level-weights
                        decoder_widths=parse_triple(args.decoder_widths, "--decoder-widths", int))
     model, stats, summary = fit(x, xh, mcfg, TrainConfig(epochs=args.epochs), progress=False)
     train_s = time.time() - t0

@@ -41,7 +41,8 @@ from suite_data import SETS, SIZE_MVTEC, SIZE_ONECLASS, check_names, load_set, s
 from hfr_edge.config import ModelConfig, TrainConfig  # noqa: E402
 
 ONECLASS = {"model": {"image_size": 64, "score": "mean", "bottleneck": 16, "level_weights": (0.0, 0.0, 1.0),
-                      "stats_level_weights": None, "decoder_widths": (128, 64, 32)}, "train": {"epochs": 8}}
+                      "stats_level_weights": None, "aligned_level_weights": None, "decoder_widths": (128, 64, 32)},
+            "train": {"epochs": 8}}
 PEERS = ("padim", "patchcore")
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 COLS = [("set", "set", None), ("method", "method", None), ("seeds", "seeds", None),
@@ -65,7 +66,7 @@ def parse_options(items) -> tuple:
             raise SystemExit(f"--set-option {item!r}: give key=value with a ModelConfig or TrainConfig field: "
                              f"{', '.join(sorted(model_f) + sorted(train_f))}")
         default = (model_f.get(key) or train_f[key]).default
-        if key == "stats_level_weights":  # Optional: None (the level weights) or a triple
+        if key in ("stats_level_weights", "aligned_level_weights"):  # Optional: None or a triple
             target[key] = None if text.lower() == "none" else parse_triple(text, f"--set-option {key}", float)
         elif isinstance(default, tuple):
             target[key] = parse_triple(text, f"--set-option {key}", type(default[0]))
@@ -95,7 +96,7 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool",
-                 "stats_components", "sigma", "score"}
+                 "stats_components", "sigma", "score", "aligned_level_weights"}
 
 
 def parse_fusions(items) -> dict:
@@ -124,7 +125,7 @@ def variants(presets, mcfg: ModelConfig, tag: str, fusions=None, oneclass: bool 
     out = {}
     for name, fields in (fusions or {}).items():  # the one-class sets keep their own level weights and score
         keep = {k: v for k, v in fields.items()
-                if not (oneclass and k in ("level_weights", "stats_level_weights", "score"))}
+                if not (oneclass and k in ("level_weights", "stats_level_weights", "score", "aligned_level_weights"))}
         out[f"hfr-edge-{name}{suffix}"] = dataclasses.replace(mcfg, **keep)
     for p in presets:  # a preset's name, or "stats:KIND" (that statistics kind alone: a fusion to try)
         fields = {"stats": p.split(":", 1)[1]} if p.startswith("stats:") else preset_fields(p)
@@ -143,21 +144,26 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
     import torch
 
     from hfr_edge.model import feature_gaussian
-    from hfr_edge.train import _encode_all, fit_statistics, reference_images, reference_stats
+    from hfr_edge.train import _encode_all, fit_statistics, reference_images, reference_stats, resolve_alignment
 
     model = copy.deepcopy(trained)
     kind, want = [(c.stats, c.stats_pool, c.stats_components) for c in (model.cfg, cfg)]
     model.cfg = cfg
     ref, cpu = reference_images(d.x_train, d.x_hold), torch.device("cpu")
     fitted = {} if fitted is None else fitted
+    taps = None
+    if cfg.stats != "none" and cfg.aligned_level_weights is not None:  # as `fit` chooses, on the training images
+        taps = _encode_all(model, d.x_train, cpu)[0]
+        resolve_alignment(model, taps)
     if cfg.stats == "none":
         model.gauss = None
     elif want != kind and want in fitted:
         model.gauss, model.cfg = copy.deepcopy(fitted[want][0]), dataclasses.replace(
-            cfg, stats_components=fitted[want][1])
+            model.cfg, stats_components=fitted[want][1])
     elif want != kind:  # (auto components resolve into model.cfg)
         model.gauss = feature_gaussian(cfg)
-        fit_statistics(model, _encode_all(model, d.x_train, cpu)[0], ref, cpu, held_out=len(d.x_hold) > 0)
+        taps = _encode_all(model, d.x_train, cpu)[0] if taps is None else taps
+        fit_statistics(model, taps, ref, cpu, held_out=len(d.x_hold) > 0)
         fitted[want] = (copy.deepcopy(model.gauss), model.cfg.stats_components)
     return model, reference_stats(model, model.cfg, ref, cpu)
 

@@ -19,7 +19,7 @@ TAPS16 = ("early", "late")
 LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_kernel": 2, "tap16": "late",
                        "stats": "none", "stats_weight": 1.0, "decoder": "dense", "level_weights": (1.0, 1.0, 1.0),
                        "stats_level_weights": None, "stats_pool": (1, 1, 1),
-                       "stats_components": 1}
+                       "stats_components": 1, "aligned_level_weights": None}
 DECODERS = ("dense", "separable")
 STATS = ("none", "shared", "position", "local")
 
@@ -94,6 +94,16 @@ class ModelConfig:
     # GFLOP. The default weighs the stride-8 statistics 0.5 without their residual; at 0.75 / 1 bottle
     # gains (pixel AUROC 0.9864 / 0.9871) and gravel loses (image AUROC -0.015 / -0.023)
     stats_level_weights: Optional[Tuple[float, float, float]] = (0.0, 0.5, 1.0)
+    # the statistics' level weights that replace `stats_level_weights` where the training images are
+    # ALIGNED: the same part at the same place, told from the training features alone (at stride 8,
+    # pooled as the statistics are, away from the grid's border, the variance of the per-position means
+    # across positions is at least train.ALIGNED_RATIO (0.1) x the variance of the images around them;
+    # measured: bottle 23, ELPV solar cells 0.31, the brick / grass / gravel textures 0.010-0.013, at
+    # 256 px). There the stride-8 statistics weighed
+    # as the stride-16 ones trace the outlines (bottle pixel AUROC 0.9854 -> 0.9871, AUPRO 0.9385 ->
+    # 0.9444; ELPV +0.0005), where on a texture they cost (brick pixel AUROC -0.005, gravel image
+    # AUROC -0.013). Training records the ratio and the choice; None: `stats_level_weights` always
+    aligned_level_weights: Optional[Tuple[float, float, float]] = (0.0, 1.0, 1.0)
     # per level (strides 4, 8, 16), the statistics' features averaged over a k x k neighbourhood first (1:
     # none; PatchCore's "locally aware" patch features take 3). At stride 8 (1, 3, 1) it wins the suite
     # (2 seeds): brick +0.019 image / +0.008 pixel AUROC, grass +0.012 image AUROC, ELPV +0.007, bottle
@@ -139,6 +149,10 @@ class ModelConfig:
                                                      or min(self.stats_level_weights) < 0):
             raise HfrError(f"--stats-level-weights {','.join(map(str, self.stats_level_weights))} must be three "
                            "weights >= 0 (e.g. 0.25,0.5,1)")
+        if self.aligned_level_weights is not None and (len(self.aligned_level_weights) != 3
+                                                       or min(self.aligned_level_weights) < 0):
+            raise HfrError(f"aligned level weights {','.join(map(str, self.aligned_level_weights))} must be three "
+                           "weights >= 0 (e.g. 0,1,1)")
         if len(self.stats_pool) != 3 or not set(self.stats_pool) <= {1, 3, 5}:
             raise HfrError(f"--stats-pool {','.join(map(str, self.stats_pool))} must be three of 1 (none), 3, 5 "
                            "(strides 4, 8, 16; e.g. 1,1,3)")
@@ -150,8 +164,9 @@ class ModelConfig:
         d["decoder_widths"] = list(self.decoder_widths)
         d["level_weights"] = list(self.level_weights)
         d["stats_pool"] = list(self.stats_pool)
-        if self.stats_level_weights is not None:
-            d["stats_level_weights"] = list(self.stats_level_weights)
+        for k in ("stats_level_weights", "aligned_level_weights"):
+            if d[k] is not None:
+                d[k] = list(d[k])
         return d
 
     @classmethod
@@ -159,7 +174,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         # a field missing from an older artifact had the value it was built with, not today's default
         kw = {**LEGACY_MODEL_FIELDS, **{k: v for k, v in d.items() if k in known}}
-        for k in ("decoder_widths", "level_weights", "stats_level_weights", "stats_pool"):
+        for k in ("decoder_widths", "level_weights", "stats_level_weights", "aligned_level_weights", "stats_pool"):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
@@ -170,17 +185,19 @@ PRESETS = {
     # the defaults: per-position feature statistics at strides 8 and 16 plus the stride-16 residual; wins the suite
     # (textured, grayscale and aligned surfaces above all; README.md, "Benchmarks")
     "surface": {"stats": "local", "stats_weight": 2.0, "level_weights": (0.0, 0.0, 1.0),
-                "stats_level_weights": (0.0, 0.5, 1.0), "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
+                "stats_level_weights": (0.0, 0.5, 1.0), "aligned_level_weights": (0.0, 1.0, 1.0),
+                "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
                 "decoder_widths": (128, 64, 32), "stats_pool": (1, 3, 1), "stats_components": 0},
     # HFR-AE as published: the reconstruction residual alone, all three levels (objects the decoder
     # reconstructs well, such as bottle)
     "paper": {"stats": "none", "score": "max", "level_weights": (0.25, 1.0, 1.0), "stats_level_weights": None,
-              "decoder": "dense", "decoder_convs": 1, "up_kernel": 4, "decoder_widths": (256, 128, 64)},
+              "aligned_level_weights": None, "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
+              "decoder_widths": (256, 128, 64)},
     # the separable decoder under the previous default fusion (per-position mean, one covariance per
     # level, all three levels), as measured on the suite: for CPUs; loses on fine textures (gravel)
     "light": {"stats": "position", "stats_weight": 1.0, "level_weights": (0.25, 1.0, 1.0),
-              "stats_level_weights": None, "decoder": "separable", "decoder_convs": 2, "up_kernel": 2,
-              "decoder_widths": (256, 128, 64), "stats_pool": (1, 1, 1), "stats_components": 1},
+              "stats_level_weights": None, "aligned_level_weights": None, "decoder": "separable", "decoder_convs": 2,
+              "up_kernel": 2, "decoder_widths": (256, 128, 64), "stats_pool": (1, 1, 1), "stats_components": 1},
 }
 PRESET_HELP = ("surface (the default: per-position feature statistics at strides 8 and 16 + the stride-16 "
                "residual, a narrow decoder, as many Gaussians as the normals' kinds) | paper (the published HFR-AE: "

@@ -133,6 +133,48 @@ def reference_stats(model, mcfg: ModelConfig, ref: np.ndarray, device) -> NormSt
 
 
 AUTO_COMPONENTS = (1, 2, 3)  # `--stats-components auto` chooses among these
+ALIGNED_RATIO = 0.1  # ModelConfig.aligned_level_weights: bottle 23, ELPV 0.31, textures 0.010-0.013
+ALIGN_BORDER = 2  # grid cells left out at each edge (zero padding makes the border position-specific anyway)
+
+
+def alignment_ratio(feats, pool: int = 1, border: int = ALIGN_BORDER) -> float:
+    """How much the training images' features depend on the position: (N, C, h, w) features (pooled
+    k x k first, as the statistics pool them; `border` cells left out at each edge where the grid is
+    larger than twice that) -> the variance of the per-position means across the positions over the
+    variance of the images around their position's mean. About 1/N for a stationary texture, far
+    above for the same part at the same place."""
+    import torch.nn.functional as F
+
+    h, w = int(feats.shape[2]), int(feats.shape[3])
+    b = border if min(h, w) > 2 * border + 1 else 0
+
+    def chunks():
+        for i in range(0, len(feats), 64):
+            f = feats[i:i + 64].double()
+            f = F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False) if pool > 1 else f
+            yield f[:, :, b:h - b, b:w - b]
+
+    mu = sum(f.sum(0) for f in chunks()) / len(feats)  # (C, h, w)
+    between = ((mu - mu.mean((1, 2), keepdim=True)) ** 2).sum(0).mean()
+    within = sum(float(((f - mu) ** 2).sum(1).mean((1, 2)).sum()) for f in chunks()) / len(feats)
+    return float(between) / max(within, 1e-12)
+
+
+def resolve_alignment(model, taps) -> dict:
+    """ModelConfig.aligned_level_weights: from the training images' cached stride-8 features, aligned
+    images take those statistics weights (model.cfg records them); returns what was measured and
+    chosen, for the training summary ({} where the config asks for no such choice)."""
+    import dataclasses
+
+    cfg = model.cfg
+    if cfg.aligned_level_weights is None or cfg.stats == "none" or len(taps[1]) < 2:
+        return {}
+    ratio = alignment_ratio(taps[1], cfg.stats_pool[1])
+    aligned = ratio >= ALIGNED_RATIO
+    if aligned:
+        model.cfg = dataclasses.replace(cfg, stats_level_weights=tuple(cfg.aligned_level_weights))
+    return {"alignment_ratio": round(ratio, 4), "aligned": aligned,
+            "stats_level_weights": list(model.cfg.stats_level_weights or model.cfg.level_weights)}
 MIN_GROUP = 8  # training images per component at least
 
 
@@ -233,7 +275,10 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
         bar.close()
     model.eval()
     ref = reference_images(x_train, x_hold)
-    chosen = fit_statistics(model, taps, ref, device, held_out=len(x_hold) > 0) if model.gauss is not None else {}
+    chosen = {}
+    if model.gauss is not None:
+        chosen = resolve_alignment(model, taps)
+        chosen.update(fit_statistics(model, taps, ref, device, held_out=len(x_hold) > 0))
     t_train = time.time() - t0
     stats = reference_stats(model, model.cfg, ref, device)  # model.cfg: with what auto chose
     summary = {"epochs": tcfg.epochs, "final_loss": loss_hist[-1], "loss_history": loss_hist,
@@ -286,7 +331,7 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
     `view` (base.view.View): where in each image the model looks; default: the whole image, letterboxed."""
     from .base.view import View
     from .checkpoint import save_checkpoint
-    from .data import open_dataset
+    from .data import ONE_CLASS_FORMATS, open_dataset
 
     if score not in ("auto",) + SCORES:
         raise HfrError(f"--score {score!r} must be auto, {', '.join(SCORES)}")
@@ -298,6 +343,8 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if score == "auto":
         mcfg = replace(mcfg, score=auto_score(ds.format, mcfg.score))
+    if ds.format in ONE_CLASS_FORMATS:  # whole images of another class: the one-class protocol's weights stand
+        mcfg = replace(mcfg, aligned_level_weights=None)
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
     model, stats, summary, extra, kept, skipped = fit_view(
@@ -309,9 +356,15 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
     console.say(f"wrote {out}: loss {summary['final_loss']:.4f}, threshold {stats.threshold:.4f} "
                 f"(held-out normals: mean {stats.score_mean:.4f}, max {stats.score_max:.4f}), "
                 f"{summary['total_seconds']:.0f} s")
-    if "statistics" in summary:
-        k = summary["statistics"]["stats_components"]
+    chosen = summary.get("statistics", {})
+    if "stats_components" in chosen:
+        k = chosen["stats_components"]
         console.say(f"statistics: {k} Gaussian{'s' if k > 1 else ''} per level (--stats-components auto)")
+    if "aligned" in chosen:
+        kind = "aligned part" if chosen["aligned"] else "texture"
+        weights = ",".join(f"{w:g}" for w in chosen["stats_level_weights"])
+        console.say(f"statistics: the training images read as {kind} (alignment {chosen['alignment_ratio']:.3g}, "
+                    f"aligned from {ALIGNED_RATIO}): level weights {weights} (--stats-level-weights sets them)")
     return stats, summary
 
 

@@ -93,7 +93,8 @@ def test_statistics_travel_through_checkpoint_and_graph(tmp_path, stats):
     x = rng.random((10, 3, 64, 64), dtype=np.float32)
     xh = rng.random((4, 3, 64, 64), dtype=np.float32)
     # every level in the graph, both terms
-    cfg = ModelConfig(image_size=64, stats=stats, level_weights=(0.25, 1.0, 1.0), stats_level_weights=None)
+    cfg = ModelConfig(image_size=64, stats=stats, level_weights=(0.25, 1.0, 1.0), stats_level_weights=None,
+                      aligned_level_weights=None)
     model, norm, summary = fit(x, xh, cfg, TrainConfig(epochs=1, batch_size=4),
                                progress=False)
     # each level's residual and distance average 1 on the held-out normals once scaled
@@ -133,7 +134,7 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
     from hfr_edge.config import PRESETS, preset_fields
 
     assert preset_fields("paper") == {"stats": "none", "score": "max", "level_weights": (0.25, 1.0, 1.0),
-                                      "stats_level_weights": None,
+                                      "stats_level_weights": None, "aligned_level_weights": None,
                                       "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
                                       "decoder_widths": (256, 128, 64)}
     assert preset_fields(None) == {}
@@ -355,3 +356,53 @@ def test_bad_statistics_options_fail_in_one_line(tmp_path):
                            capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.strip() == f"hfr-edge: error: {line}", r.stderr
         assert not out.exists()
+
+
+def test_alignment_ratio_tells_a_placed_part_from_a_texture():
+    """Between-position over within-position variance: about 1/N for features that do not depend on
+    the position, far above 1 where every image has the same structure at the same place."""
+    from hfr_edge.train import ALIGNED_RATIO, alignment_ratio
+
+    g = torch.Generator().manual_seed(0)
+    texture = torch.randn(40, 8, 16, 16, generator=g)
+    placed = texture + 3.0 * torch.randn(1, 8, 16, 16, generator=g)  # one pattern, the same place each time
+    assert alignment_ratio(texture) < 0.05 < ALIGNED_RATIO < 1.0 < alignment_ratio(placed)
+    assert alignment_ratio(texture, pool=3) < ALIGNED_RATIO < alignment_ratio(placed, pool=3)
+    # chunked accumulation (64 images at a time) gives the one-pass value
+    many = torch.randn(150, 4, 8, 8, generator=g) + torch.randn(1, 4, 8, 8, generator=g)
+    f = many.double()
+    mu = f.mean(0)
+    want = float(((mu - mu.mean((1, 2), keepdim=True)) ** 2).sum(0).mean() / ((f - mu) ** 2).sum(1).mean())
+    assert alignment_ratio(many, border=0) == pytest.approx(want, rel=1e-9)
+    # the border is left out: a frame of padding-like values at the edge does not make a texture aligned
+    framed = texture.clone()
+    framed[:, :, :2], framed[:, :, -2:], framed[:, :, :, :2], framed[:, :, :, -2:] = 5.0, -5.0, 5.0, -5.0
+    assert alignment_ratio(framed, border=0) > 1.0 > alignment_ratio(framed) == pytest.approx(
+        alignment_ratio(texture), rel=1e-9)
+
+
+def test_aligned_training_images_take_the_aligned_statistics_weights():
+    import dataclasses
+    from types import SimpleNamespace
+
+    from hfr_edge.train import resolve_alignment
+
+    g = torch.Generator().manual_seed(1)
+    texture = [None, torch.randn(30, 8, 16, 16, generator=g), None]
+    placed = [None, texture[1] + 3.0 * torch.randn(1, 8, 16, 16, generator=g), None]
+    cfg = ModelConfig(image_size=64)
+    assert (cfg.stats_level_weights, cfg.aligned_level_weights) == ((0.0, 0.5, 1.0), (0.0, 1.0, 1.0))
+    m = SimpleNamespace(cfg=cfg)
+    got = resolve_alignment(m, placed)
+    assert got["aligned"] and got["alignment_ratio"] > 1 and m.cfg.stats_level_weights == (0.0, 1.0, 1.0)
+    m = SimpleNamespace(cfg=cfg)
+    got = resolve_alignment(m, texture)
+    assert not got["aligned"] and m.cfg.stats_level_weights == (0.0, 0.5, 1.0)
+    assert got["stats_level_weights"] == [0.0, 0.5, 1.0]
+    # None (the presets paper and light, weights given on the command line): no choice, nothing recorded
+    m = SimpleNamespace(cfg=dataclasses.replace(cfg, aligned_level_weights=None))
+    assert resolve_alignment(m, placed) == {} and m.cfg.stats_level_weights == (0.0, 0.5, 1.0)
+    # an older checkpoint's config has none
+    assert ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64}).aligned_level_weights is None
+    round_trip = ModelConfig.from_dict(cfg.to_dict())
+    assert round_trip == cfg and cfg.to_dict()["aligned_level_weights"] == [0.0, 1.0, 1.0]

@@ -33,7 +33,11 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
     assert [p.name for p in cli_ckpt.parent.iterdir()] == ["ckpt.pt"]  # no temp file left
     c = ckpt["config"]  # the defaults: --preset surface
     assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("dense", 1, 4, "local")
-    assert c["level_weights"] == [0.0, 0.0, 1.0] and c["stats_level_weights"] == [0.0, 0.5, 1.0]
+    # the statistics' weights: 0,1,1 where the training images are aligned, 0,0.5,1 on a texture
+    a = t["statistics"]
+    assert a["alignment_ratio"] > 0 and a["aligned"] == (a["alignment_ratio"] >= 0.1)
+    assert c["stats_level_weights"] == a["stats_level_weights"] == ([0.0, 1.0, 1.0] if a["aligned"] else [0.0, 0.5, 1.0])
+    assert c["level_weights"] == [0.0, 0.0, 1.0] and c["aligned_level_weights"] == [0.0, 1.0, 1.0]
     assert c["decoder_widths"] == [128, 64, 32]
     assert c["score"] == "top"  # a folder of defects: the mean of the map's highest 1 %
 
@@ -55,6 +59,7 @@ def test_a_preset_and_options_beside_it(syn_data, tmp_path):
     assert r.returncode == 0, r.stderr
     c = torch.load(out, weights_only=True)["config"]
     assert c["level_weights"] == [0.25, 1.0, 1.0] and c["stats_level_weights"] == [0.25, 1.0, 1.0]
+    assert c["aligned_level_weights"] is None  # weights given: no choice by alignment
     r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--decoder-widths", "16,8,8",
             "--preset", "paper", "--level-weights", "1,1,1")
     assert r.returncode == 0, r.stderr
@@ -135,6 +140,9 @@ def test_one_class_formats_score_by_the_mean(tmp_path):
         ckpt = torch.load(out, weights_only=True)
         assert ckpt["config"]["score"] == want
         assert (ckpt["norm"]["map_threshold"] is None) == (want == "max")
+        # centred digits would read as aligned: the one-class protocol keeps its statistics weights
+        assert ckpt["config"]["aligned_level_weights"] is None
+        assert ckpt["config"]["stats_level_weights"] == [0.0, 0.5, 1.0]
     r = hfr("eval", tmp_path / "auto.pt", root, "--format", "mnist", "--normal-class", "3",
             "--report", tmp_path / "r.json")
     assert r.returncode == 0, r.stderr

@@ -48,7 +48,8 @@ def train_command(
                                                                "(both 1 on held-out normals)")] = None,
     stats_level_weights: Annotated[Optional[str], typer.Option(help="Weights of the statistics' term at strides 4, 8, 16 "
                                                                      "(default: --level-weights where given, else the "
-                                                                     "preset's, else the product's, 0,0.5,1); a level "
+                                                                     "preset's, else the product's: 0,0.5,1, or 0,1,1 "
+                                                                     "where the training images are aligned); a level "
                                                                      "with residual weight 0 and a statistics weight keeps its "
                                                                      "distance without its decoder stage")] = None,
     stats_pool: Annotated[Optional[str], typer.Option(help="Per level (strides 4, 8, 16), average the statistics' "
@@ -84,13 +85,14 @@ def train_command(
     comps = None if stats_components is None else parse_components(stats_components)
     if weights3 is not None and stats3 is None:  # one weight per level for both terms, as asked
         stats3 = weights3
+    aligned = {} if stats3 is None else {"aligned_level_weights": None}  # weights given: no choice by alignment
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
                                 ("stats_level_weights", stats3), ("decoder_widths", widths),
                                 ("stats_pool", pool3), ("stats_components", comps)) if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
                           "bottleneck": bottleneck,
-                          "tap16": tap16, **({"score": score} if score in SCORES else {}), **chosen})
+                          "tap16": tap16, **({"score": score} if score in SCORES else {}), **chosen, **aligned})
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)
     train_checkpoint(data, output, mcfg, tcfg, score=score, fmt=fmt, normal_class=normal_class, test=test,
