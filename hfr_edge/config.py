@@ -99,10 +99,10 @@ class ModelConfig:
     # pooled as the statistics are, away from the grid's border, the variance of the per-position means
     # across positions is at least train.ALIGNED_RATIO (0.1) x the variance of the images around them;
     # measured: bottle 23, ELPV solar cells 0.31, the brick / grass / gravel textures 0.010-0.013, at
-    # 256 px). There the stride-8 statistics weighed
-    # as the stride-16 ones trace the outlines (bottle pixel AUROC 0.9854 -> 0.9871, AUPRO 0.9385 ->
-    # 0.9444; ELPV +0.0005), where on a texture they cost (brick pixel AUROC -0.005, gravel image
-    # AUROC -0.013). Training records the ratio and the choice; None: `stats_level_weights` always
+    # 256 px). There the stride-8 statistics weighed as the stride-16 ones trace the outlines (bottle
+    # pixel AUROC 0.9854 -> 0.9871, AUPRO 0.9385 -> 0.9444; ELPV +0.0004), where on a texture they
+    # cost (brick pixel AUROC -0.005, gravel image AUROC -0.013). Training records the ratio and the
+    # choice; None: `stats_level_weights` always
     aligned_level_weights: Optional[Tuple[float, float, float]] = (0.0, 1.0, 1.0)
     # per level (strides 4, 8, 16), the statistics' features averaged over a k x k neighbourhood first (1:
     # none; PatchCore's "locally aware" patch features take 3). At stride 8 (1, 3, 1) it wins the suite

@@ -139,8 +139,8 @@ ALIGN_BORDER = 2  # grid cells left out at each edge (zero padding makes the bor
 
 def alignment_ratio(feats, pool: int = 1, border: int = ALIGN_BORDER) -> float:
     """How much the training images' features depend on the position: (N, C, h, w) features (pooled
-    k x k first, as the statistics pool them; `border` cells left out at each edge where the grid is
-    larger than twice that) -> the variance of the per-position means across the positions over the
+    k x k first, as the statistics pool them; `border` cells left out at each edge where the grid has
+    more than 2 x border + 1 cells a side) -> the variance of the per-position means across the positions over the
     variance of the images around their position's mean. About 1/N for a stationary texture, far
     above for the same part at the same place."""
     import torch.nn.functional as F
