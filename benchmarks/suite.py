@@ -154,7 +154,7 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
     taps = None
     if cfg.stats != "none" and cfg.aligned_level_weights is not None:  # as `fit` chooses, on the training images
         taps = _encode_all(model, d.x_train, cpu)[0]
-        resolve_alignment(model, taps)
+        resolve_alignment(model, taps, d.x_train)
     if cfg.stats == "none":
         model.gauss = None
     elif want != kind and want in fitted:

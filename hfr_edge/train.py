@@ -133,48 +133,75 @@ def reference_stats(model, mcfg: ModelConfig, ref: np.ndarray, device) -> NormSt
 
 
 AUTO_COMPONENTS = (1, 2, 3)  # `--stats-components auto` chooses among these
-ALIGNED_RATIO = 0.1  # ModelConfig.aligned_level_weights: bottle 23, ELPV 0.31, textures 0.010-0.013
+ALIGNED_RATIO = 0.1  # ModelConfig.aligned_level_weights: bottle 12, ELPV 0.31, textures 0.010-0.013
 ALIGN_BORDER = 2  # grid cells left out at each edge (zero padding makes the border position-specific anyway)
 
 
-def alignment_ratio(feats, pool: int = 1, border: int = ALIGN_BORDER) -> float:
+def alignment_ratio(feats, pool: int = 1, border: int = ALIGN_BORDER, outside=None) -> float:
     """How much the training images' features depend on the position: (N, C, h, w) features (pooled
-    k x k first, as the statistics pool them; `border` cells left out at each edge where the grid has
-    more than 2 x border + 1 cells a side) -> the variance of the per-position means across the positions over the
-    variance of the images around their position's mean. About 1/N for a stationary texture, far
-    above for the same part at the same place."""
+    k x k first, as the statistics pool them) -> the variance of the per-position means across the
+    positions over the variance of the images around their position's mean. About 1/N for a stationary
+    texture, far above for the same part at the same place. Left out: `border` cells at each edge
+    where the grid has more than 2 x border + 1 cells a side, and cells within `border` of `outside`
+    ((h, w) bool: where no image has content, e.g. letterbox bars at the same place in every image);
+    0 where nothing is left."""
+    import torch
     import torch.nn.functional as F
 
     h, w = int(feats.shape[2]), int(feats.shape[3])
     b = border if min(h, w) > 2 * border + 1 else 0
+    keep = torch.zeros(h, w, dtype=torch.bool)
+    keep[b:h - b, b:w - b] = True
+    if outside is not None and bool(outside.any()):
+        near = F.max_pool2d(outside.float()[None, None], 2 * b + 1, stride=1, padding=b)[0, 0] > 0
+        keep &= ~near
+    if not bool(keep.any()):
+        return 0.0
 
     def chunks():
         for i in range(0, len(feats), 64):
             f = feats[i:i + 64].double()
             f = F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False) if pool > 1 else f
-            yield f[:, :, b:h - b, b:w - b]
+            yield f[:, :, keep]  # (n, C, kept cells)
 
-    mu = sum(f.sum(0) for f in chunks()) / len(feats)  # (C, h, w)
-    between = ((mu - mu.mean((1, 2), keepdim=True)) ** 2).sum(0).mean()
-    within = sum(float(((f - mu) ** 2).sum(1).mean((1, 2)).sum()) for f in chunks()) / len(feats)
+    mu = sum(f.sum(0) for f in chunks()) / len(feats)  # (C, P)
+    between = ((mu - mu.mean(1, keepdim=True)) ** 2).sum(0).mean()
+    within = sum(float(((f - mu) ** 2).sum(1).mean(1).sum()) for f in chunks()) / len(feats)
     return float(between) / max(within, 1e-12)
 
 
-def resolve_alignment(model, taps) -> dict:
+def constant_cells(images: np.ndarray, grid) -> "torch.Tensor":
+    """(h, w) bool: the grid cells whose every pixel has the same value in all `images` (N, 3, S, S):
+    what no image shows, such as letterbox bars of frames that share one aspect ratio."""
+    import torch
+
+    same = np.ones(images.shape[2:], bool)
+    for i in range(1, len(images), 64):
+        same &= (images[i:i + 64] == images[0]).all(axis=(0, 1))
+    h, w = grid
+    cells = same.reshape(h, same.shape[0] // h, w, same.shape[1] // w).all(axis=(1, 3))
+    return torch.from_numpy(cells)
+
+
+def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
     """ModelConfig.aligned_level_weights: from the training images' cached stride-8 features, aligned
     images take those statistics weights (model.cfg records them); returns what was measured and
-    chosen, for the training summary ({} where the config asks for no such choice)."""
+    chosen, for the training summary ({} where the config asks for no such choice). `images` (the
+    training images) let the measure leave out what none of them shows (letterbox bars)."""
     import dataclasses
 
     cfg = model.cfg
     if cfg.aligned_level_weights is None or cfg.stats == "none" or len(taps[1]) < 2:
         return {}
-    ratio = alignment_ratio(taps[1], cfg.stats_pool[1])
+    outside = None if images is None else constant_cells(images, tuple(int(v) for v in taps[1].shape[2:]))
+    ratio = alignment_ratio(taps[1], cfg.stats_pool[1], outside=outside)
     aligned = ratio >= ALIGNED_RATIO
     if aligned:
         model.cfg = dataclasses.replace(cfg, stats_level_weights=tuple(cfg.aligned_level_weights))
     return {"alignment_ratio": round(ratio, 4), "aligned": aligned,
             "stats_level_weights": list(model.cfg.stats_level_weights or model.cfg.level_weights)}
+
+
 MIN_GROUP = 8  # training images per component at least
 
 
@@ -277,7 +304,7 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     ref = reference_images(x_train, x_hold)
     chosen = {}
     if model.gauss is not None:
-        chosen = resolve_alignment(model, taps)
+        chosen = resolve_alignment(model, taps, x_train)
         chosen.update(fit_statistics(model, taps, ref, device, held_out=len(x_hold) > 0))
     t_train = time.time() - t0
     stats = reference_stats(model, model.cfg, ref, device)  # model.cfg: with what auto chose

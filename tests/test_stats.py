@@ -406,3 +406,23 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     assert ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64}).aligned_level_weights is None
     round_trip = ModelConfig.from_dict(cfg.to_dict())
     assert round_trip == cfg and cfg.to_dict()["aligned_level_weights"] == [0.0, 1.0, 1.0]
+
+
+def test_letterbox_bars_do_not_make_a_texture_aligned():
+    """Bars at the same place in every image (one aspect ratio letterboxed) are left out of the
+    measure, with the border margin around them: a texture stays a texture."""
+    from hfr_edge.train import ALIGNED_RATIO, alignment_ratio, constant_cells
+
+    rng = np.random.default_rng(2)
+    x = rng.random((6, 3, 64, 64), dtype=np.float32)
+    x[:, :, :16], x[:, :, 48:] = 0.5, 0.5  # bars: rows 0-15 and 48-63 of every image
+    x[:, :, 20, :8] = 0.5  # constant in part of a cell only: that cell still has content
+    cells = constant_cells(x, (8, 8))
+    assert cells.tolist() == [[r in (0, 1, 6, 7)] * 8 for r in range(8)]
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(40, 8, 24, 16, generator=g)
+    feats[:, :, :6], feats[:, :, -6:] = 4.0, -4.0  # the bars' features: the same in every image
+    outside = torch.zeros(24, 16, dtype=torch.bool)
+    outside[:6], outside[-6:] = True, True
+    assert alignment_ratio(feats) > 1.0 > ALIGNED_RATIO > alignment_ratio(feats, outside=outside)
+    assert alignment_ratio(feats, outside=torch.ones(24, 16, dtype=torch.bool)) == 0.0  # nothing left
