@@ -109,6 +109,12 @@ def cosine_residual(a: torch.Tensor, b: torch.Tensor, eps: float = RESIDUAL_EPS)
 LOCAL_MIX = 0.2  # `local`: share of the level's covariance (all positions') in each position's
 
 
+def neighbourhood_mean(f: torch.Tensor, k: int) -> torch.Tensor:
+    """f (B, C, h, w) averaged over each position's k x k neighbourhood (borders: over the part inside
+    the grid); k = 1: f. How the statistics pool a level's features (`stats_pool`)."""
+    return f if k == 1 else F.avg_pool2d(f, k, stride=1, padding=k // 2, count_include_pad=False)
+
+
 class FeatureGaussian(nn.Module):
     """The normal images' encoder features as one Gaussian per level, fitted after training, in one
     of three kinds: "shared" (one mean and one covariance for all positions), "position" (a mean per
@@ -219,10 +225,7 @@ class FeatureGaussian(nn.Module):
         return out
 
     def _pooled(self, f: torch.Tensor, level: int) -> torch.Tensor:
-        """f averaged over each position's k x k neighbourhood, k = the level's pool (borders: over the
-        part inside the grid)."""
-        k = self.pool[level]
-        return f if k == 1 else F.avg_pool2d(f, k, stride=1, padding=k // 2, count_include_pad=False)
+        return neighbourhood_mean(f, self.pool[level])
 
     def forward(self, levels: Sequence[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
         out = []

@@ -148,6 +148,8 @@ def alignment_ratio(feats, pool: int = 1, border: int = ALIGN_BORDER, outside=No
     import torch
     import torch.nn.functional as F
 
+    from .model import neighbourhood_mean
+
     h, w = int(feats.shape[2]), int(feats.shape[3])
     b = border if min(h, w) > 2 * border + 1 else 0
     keep = torch.zeros(h, w, dtype=torch.bool)
@@ -160,9 +162,7 @@ def alignment_ratio(feats, pool: int = 1, border: int = ALIGN_BORDER, outside=No
 
     def chunks():
         for i in range(0, len(feats), 64):
-            f = feats[i:i + 64].double()
-            f = F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False) if pool > 1 else f
-            yield f[:, :, keep]  # (n, C, kept cells)
+            yield neighbourhood_mean(feats[i:i + 64].double(), pool)[:, :, keep]  # (n, C, kept cells)
 
     mu = sum(f.sum(0) for f in chunks()) / len(feats)  # (C, P)
     between = ((mu - mu.mean(1, keepdim=True)) ** 2).sum(0).mean()
@@ -170,8 +170,8 @@ def alignment_ratio(feats, pool: int = 1, border: int = ALIGN_BORDER, outside=No
     return float(between) / max(within, 1e-12)
 
 
-def constant_cells(images: np.ndarray, grid) -> "torch.Tensor":
-    """(h, w) bool: the grid cells whose every pixel has the same value in all `images` (N, 3, S, S):
+def constant_cells(images: np.ndarray, grid):
+    """(h, w) bool tensor: the grid cells whose every pixel has the same value in all `images` (N, 3, S, S):
     what no image shows, such as letterbox bars of frames that share one aspect ratio."""
     import torch
 
