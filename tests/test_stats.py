@@ -288,12 +288,27 @@ def test_components_round_trip_and_export(tmp_path):
     path = tmp_path / "m.onnx"
     torch.onnx.export(dm, x[:1], str(path), input_names=["image"], dynamo=False)
     g = onnx.load(str(path)).graph
-    assert sum(n.op_type == "Min" for n in g.node) == 2  # strides 8 and 16 (the stride-4 level is out)
+    # strides 8 and 16 (the stride-4 level is out): the nearest component by one ReduceMin each
+    assert sum(n.op_type == "ReduceMin" for n in g.node) == 2
+    # the one product equals each component's distance, the nearest taken
+    feats = [None, torch.randn(3, 40, 8, 8) + 4, torch.randn(3, 112, 4, 4)]
+    loop = []
+    for i in (1, 2):
+        f = model.gauss._pooled(feats[i], i)
+        d = [model.gauss._sq_distance(f, *model.gauss._component(i, k, f.dtype)) for k in range(2)]
+        loop.append(torch.minimum(*d) / f.shape[1])
+    got = model.gauss(feats)
+    for a, b in zip(got[1:], loop):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
     from hfr_edge.checkpoint import save_checkpoint
     from hfr_edge.export.onnx_export import export_onnx
 
     ckpt = save_checkpoint(tmp_path / "c.pt", model, NormStats(threshold=1.0, low=0.0), {"final_loss": 0.0})
     export_onnx(str(ckpt), str(tmp_path / "product.onnx"), batch=1)  # the TensorRT allow-list holds
+    # per level two MatMuls whatever the count: the components' whitenings side by side (each m_k W_k
+    # folded into a constant) and the sums of squares per component
+    g = onnx.load(str(tmp_path / "product.onnx")).graph
+    assert sum(n.op_type == "MatMul" and "gauss" in n.name for n in g.node) == 4
     with pytest.raises(HfrError, match="--stats-components"):
         ModelConfig(stats_components=9)
 

@@ -24,6 +24,7 @@ ALLOWED_OPS = {
     "Transpose",  # a Shuffle layer in TensorRT; the per-position statistics ("local") permute their features
     "AveragePool",  # 2-D, count_include_pad 0: a Pooling layer (`--stats-pool`)
     "TopK",  # score "top": a TopK layer, K a constant <= 1024 (TensorRT 8.5's limit; model.TOP_MAX)
+    "ReduceMin",  # the nearest of several per-position Gaussians (a Reduce layer; onnx-tensorrt: FP32, FP16)
 }
 
 
