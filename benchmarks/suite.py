@@ -66,7 +66,7 @@ def parse_options(items) -> tuple:
             raise SystemExit(f"--set-option {item!r}: give key=value with a ModelConfig or TrainConfig field: "
                              f"{', '.join(sorted(model_f) + sorted(train_f))}")
         default = (model_f.get(key) or train_f[key]).default
-        if key in ("stats_level_weights", "aligned_level_weights"):  # Optional: None or a triple
+        if key in ("stats_level_weights", "aligned_level_weights", "part_level_weights"):  # None or a triple
             target[key] = None if text.lower() == "none" else parse_triple(text, f"--set-option {key}", float)
         elif isinstance(default, tuple):
             target[key] = parse_triple(text, f"--set-option {key}", type(default[0]))
@@ -96,7 +96,7 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool",
-                 "stats_components", "sigma", "score", "aligned_level_weights"}
+                 "stats_components", "sigma", "score", "aligned_level_weights", "part_level_weights"}
 
 
 def parse_fusions(items) -> dict:
@@ -125,7 +125,8 @@ def variants(presets, mcfg: ModelConfig, tag: str, fusions=None, oneclass: bool 
     out = {}
     for name, fields in (fusions or {}).items():  # the one-class sets keep their own level weights and score
         keep = {k: v for k, v in fields.items()
-                if not (oneclass and k in ("level_weights", "stats_level_weights", "score", "aligned_level_weights"))}
+                if not (oneclass and k in ("level_weights", "stats_level_weights", "score", "aligned_level_weights",
+                                            "part_level_weights"))}
         out[f"hfr-edge-{name}{suffix}"] = dataclasses.replace(mcfg, **keep)
     for p in presets:  # a preset's name, or "stats:KIND" (that statistics kind alone: a fusion to try)
         fields = {"stats": p.split(":", 1)[1]} if p.startswith("stats:") else preset_fields(p)

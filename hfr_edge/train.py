@@ -134,6 +134,7 @@ def reference_stats(model, mcfg: ModelConfig, ref: np.ndarray, device) -> NormSt
 
 AUTO_COMPONENTS = (1, 2, 3)  # `--stats-components auto` chooses among these
 ALIGNED_RATIO = 0.1  # ModelConfig.aligned_level_weights: bottle 12, ELPV 0.31, textures 0.010-0.013
+PART_RATIO = 2.0  # ModelConfig.part_level_weights: one part at one place (bottle 12.4; ELPV's cells 0.31)
 ALIGN_BORDER = 2  # grid cells left out at each edge (zero padding makes the border position-specific anyway)
 
 
@@ -183,11 +184,17 @@ def constant_cells(images: np.ndarray, grid):
     return torch.from_numpy(cells)
 
 
+def alignment_kind(ratio: float, part: bool = True) -> str:
+    """"texture" below ALIGNED_RATIO, "part" from PART_RATIO (where `part`), else "aligned"."""
+    return "texture" if ratio < ALIGNED_RATIO else "part" if part and ratio >= PART_RATIO else "aligned"
+
+
 def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
-    """ModelConfig.aligned_level_weights: from the training images' cached stride-8 features, aligned
-    images take those statistics weights (model.cfg records them); returns what was measured and
-    chosen, for the training summary ({} where the config asks for no such choice). `images` (the
-    training images) let the measure leave out what none of them shows (letterbox bars)."""
+    """ModelConfig.aligned_level_weights / part_level_weights: from the training images' cached
+    stride-8 features, aligned images take the aligned statistics weights, one part at one place the
+    part's (model.cfg records them); returns what was measured and chosen, for the training summary
+    ({} where the config asks for no such choice). `images` (the training images) let the measure
+    leave out what none of them shows (letterbox bars)."""
     import dataclasses
 
     cfg = model.cfg
@@ -195,10 +202,11 @@ def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
         return {}
     outside = None if images is None else constant_cells(images, tuple(int(v) for v in taps[1].shape[2:]))
     ratio = alignment_ratio(taps[1], cfg.stats_pool[1], outside=outside)
-    aligned = ratio >= ALIGNED_RATIO
-    if aligned:
-        model.cfg = dataclasses.replace(cfg, stats_level_weights=tuple(cfg.aligned_level_weights))
-    return {"alignment_ratio": round(ratio, 4), "aligned": aligned,
+    kind = alignment_kind(ratio, cfg.part_level_weights is not None)
+    if kind != "texture":
+        chosen = cfg.part_level_weights if kind == "part" else cfg.aligned_level_weights
+        model.cfg = dataclasses.replace(cfg, stats_level_weights=tuple(chosen))
+    return {"alignment_ratio": round(ratio, 4), "aligned": kind != "texture", "kind": kind,
             "stats_level_weights": list(model.cfg.stats_level_weights or model.cfg.level_weights)}
 
 
@@ -371,7 +379,7 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
     if score == "auto":
         mcfg = replace(mcfg, score=auto_score(ds.format, mcfg.score))
     if ds.format in ONE_CLASS_FORMATS:  # whole images of another class: the one-class protocol's weights stand
-        mcfg = replace(mcfg, aligned_level_weights=None)
+        mcfg = replace(mcfg, aligned_level_weights=None, part_level_weights=None)
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
     model, stats, summary, extra, kept, skipped = fit_view(
@@ -388,10 +396,12 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
         k = chosen["stats_components"]
         console.say(f"statistics: {k} Gaussian{'s' if k > 1 else ''} per level (--stats-components auto)")
     if "aligned" in chosen:
-        kind = "aligned part" if chosen["aligned"] else "texture"
+        kind = {"texture": "a texture", "aligned": "aligned", "part": "one part at one place"}[
+            chosen.get("kind") or ("aligned" if chosen["aligned"] else "texture")]
         weights = ",".join(f"{w:g}" for w in chosen["stats_level_weights"])
-        console.say(f"statistics: the training images read as {kind} (alignment {chosen['alignment_ratio']:.3g}, "
-                    f"aligned from {ALIGNED_RATIO}): level weights {weights} (--stats-level-weights sets them)")
+        part = f", a part from {PART_RATIO:g}" if mcfg.part_level_weights is not None else ""
+        console.say(f"statistics: the training images read as {kind} (alignment {chosen['alignment_ratio']:.3g}; "
+                    f"aligned from {ALIGNED_RATIO:g}{part}): level weights {weights} (--stats-level-weights sets them)")
     return stats, summary
 
 

@@ -135,7 +135,7 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
 
     assert preset_fields("paper") == {"stats": "none", "score": "max", "level_weights": (0.25, 1.0, 1.0),
                                       "stats_level_weights": None, "aligned_level_weights": None,
-                                      "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
+                                      "part_level_weights": None, "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
                                       "decoder_widths": (256, 128, 64)}
     assert preset_fields(None) == {}
     assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "local",
@@ -400,27 +400,45 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     import dataclasses
     from types import SimpleNamespace
 
-    from hfr_edge.train import resolve_alignment
+    from hfr_edge.train import ALIGNED_RATIO, PART_RATIO, alignment_kind, resolve_alignment
 
     g = torch.Generator().manual_seed(1)
     texture = [None, torch.randn(30, 8, 16, 16, generator=g), None]
-    placed = [None, texture[1] + 3.0 * torch.randn(1, 8, 16, 16, generator=g), None]
+    pattern = torch.randn(1, 8, 16, 16, generator=g)
+    aligned = [None, texture[1] + 0.7 * pattern, None]  # a weak pattern at a fixed place (ELPV's cells)
+    placed = [None, texture[1] + 3.0 * pattern, None]  # one part at one place (bottle)
     cfg = ModelConfig(image_size=64)
-    assert (cfg.stats_level_weights, cfg.aligned_level_weights) == ((0.0, 0.5, 1.0), (0.0, 1.0, 1.0))
+    assert (cfg.stats_level_weights, cfg.aligned_level_weights, cfg.part_level_weights) == (
+        (0.0, 0.5, 1.0), (0.0, 1.0, 1.0), (1.0, 0.0, 0.0))
     m = SimpleNamespace(cfg=cfg)
     got = resolve_alignment(m, placed)
-    assert got["aligned"] and got["alignment_ratio"] > 1 and m.cfg.stats_level_weights == (0.0, 1.0, 1.0)
+    assert got["aligned"] and got["kind"] == "part" and got["alignment_ratio"] >= PART_RATIO
+    assert m.cfg.stats_level_weights == (1.0, 0.0, 0.0) and got["stats_level_weights"] == [1.0, 0.0, 0.0]
+    m = SimpleNamespace(cfg=cfg)
+    got = resolve_alignment(m, aligned)
+    assert got["aligned"] and got["kind"] == "aligned" and ALIGNED_RATIO <= got["alignment_ratio"] < PART_RATIO
+    assert m.cfg.stats_level_weights == (0.0, 1.0, 1.0)
     m = SimpleNamespace(cfg=cfg)
     got = resolve_alignment(m, texture)
-    assert not got["aligned"] and m.cfg.stats_level_weights == (0.0, 0.5, 1.0)
+    assert not got["aligned"] and got["kind"] == "texture" and m.cfg.stats_level_weights == (0.0, 0.5, 1.0)
     assert got["stats_level_weights"] == [0.0, 0.5, 1.0]
+    # part weights None: a part takes the aligned weights
+    m = SimpleNamespace(cfg=dataclasses.replace(cfg, part_level_weights=None))
+    got = resolve_alignment(m, placed)
+    assert got["kind"] == "aligned" and m.cfg.stats_level_weights == (0.0, 1.0, 1.0)
+    assert [alignment_kind(r) for r in (0.05, 0.1, 1.99, 2.0)] == ["texture", "aligned", "aligned", "part"]
+    assert alignment_kind(12.0, part=False) == "aligned"
     # None (the presets paper and light, weights given on the command line): no choice, nothing recorded
     m = SimpleNamespace(cfg=dataclasses.replace(cfg, aligned_level_weights=None))
     assert resolve_alignment(m, placed) == {} and m.cfg.stats_level_weights == (0.0, 0.5, 1.0)
     # an older checkpoint's config has none
-    assert ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64}).aligned_level_weights is None
+    old = ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64})
+    assert old.aligned_level_weights is None and old.part_level_weights is None
     round_trip = ModelConfig.from_dict(cfg.to_dict())
     assert round_trip == cfg and cfg.to_dict()["aligned_level_weights"] == [0.0, 1.0, 1.0]
+    assert cfg.to_dict()["part_level_weights"] == [1.0, 0.0, 0.0]
+    with pytest.raises(HfrError, match="part level weights"):
+        ModelConfig(part_level_weights=(1.0, -1.0, 0.0))
 
 
 def test_letterbox_bars_do_not_make_a_texture_aligned():

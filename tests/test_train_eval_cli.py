@@ -33,11 +33,15 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
     assert [p.name for p in cli_ckpt.parent.iterdir()] == ["ckpt.pt"]  # no temp file left
     c = ckpt["config"]  # the defaults: --preset surface
     assert (c["decoder"], c["decoder_convs"], c["up_kernel"], c["stats"]) == ("dense", 1, 4, "local")
-    # the statistics' weights: 0,1,1 where the training images are aligned, 0,0.5,1 on a texture
+    # the statistics' weights: 1,0,0 for one part at one place, 0,1,1 where the training images are
+    # aligned, 0,0.5,1 on a texture
     a = t["statistics"]
-    assert a["alignment_ratio"] > 0 and a["aligned"] == (a["alignment_ratio"] >= 0.1)
-    assert c["stats_level_weights"] == a["stats_level_weights"] == ([0.0, 1.0, 1.0] if a["aligned"] else [0.0, 0.5, 1.0])
+    kind = "texture" if a["alignment_ratio"] < 0.1 else "aligned" if a["alignment_ratio"] < 2 else "part"
+    assert a["alignment_ratio"] > 0 and a["kind"] == kind and a["aligned"] == (kind != "texture")
+    assert c["stats_level_weights"] == a["stats_level_weights"] == {
+        "texture": [0.0, 0.5, 1.0], "aligned": [0.0, 1.0, 1.0], "part": [1.0, 0.0, 0.0]}[kind]
     assert c["level_weights"] == [0.0, 0.0, 1.0] and c["aligned_level_weights"] == [0.0, 1.0, 1.0]
+    assert c["part_level_weights"] == [1.0, 0.0, 0.0]
     assert c["decoder_widths"] == [128, 64, 32]
     assert c["score"] == "top"  # a folder of defects: the mean of the map's highest 1 %
 
@@ -59,7 +63,7 @@ def test_a_preset_and_options_beside_it(syn_data, tmp_path):
     assert r.returncode == 0, r.stderr
     c = torch.load(out, weights_only=True)["config"]
     assert c["level_weights"] == [0.25, 1.0, 1.0] and c["stats_level_weights"] == [0.25, 1.0, 1.0]
-    assert c["aligned_level_weights"] is None  # weights given: no choice by alignment
+    assert c["aligned_level_weights"] is None and c["part_level_weights"] is None  # weights given: no choice
     r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--decoder-widths", "16,8,8",
             "--preset", "paper", "--level-weights", "1,1,1")
     assert r.returncode == 0, r.stderr
@@ -141,7 +145,7 @@ def test_one_class_formats_score_by_the_mean(tmp_path):
         assert ckpt["config"]["score"] == want
         assert (ckpt["norm"]["map_threshold"] is None) == (want == "max")
         # centred digits would read as aligned: the one-class protocol keeps its statistics weights
-        assert ckpt["config"]["aligned_level_weights"] is None
+        assert ckpt["config"]["aligned_level_weights"] is None and ckpt["config"]["part_level_weights"] is None
         assert ckpt["config"]["stats_level_weights"] == [0.0, 0.5, 1.0]
     r = hfr("eval", tmp_path / "auto.pt", root, "--format", "mnist", "--normal-class", "3",
             "--report", tmp_path / "r.json")

@@ -49,7 +49,8 @@ def train_command(
     stats_level_weights: Annotated[Optional[str], typer.Option(help="Weights of the statistics' term at strides 4, 8, 16 "
                                                                      "(default: --level-weights where given, else the "
                                                                      "preset's, else the product's: 0,0.5,1, or 0,1,1 "
-                                                                     "where the training images are aligned); a level "
+                                                                     "where the training images are aligned, 1,0,0 "
+                                                                     "where they show one part at one place); a level "
                                                                      "with residual weight 0 and a statistics weight keeps its "
                                                                      "distance without its decoder stage")] = None,
     stats_pool: Annotated[Optional[str], typer.Option(help="Per level (strides 4, 8, 16), average the statistics' "
@@ -85,7 +86,8 @@ def train_command(
     comps = None if stats_components is None else parse_components(stats_components)
     if weights3 is not None and stats3 is None:  # one weight per level for both terms, as asked
         stats3 = weights3
-    aligned = {} if stats3 is None else {"aligned_level_weights": None}  # weights given: no choice by alignment
+    # weights given: no choice by alignment
+    aligned = {} if stats3 is None else {"aligned_level_weights": None, "part_level_weights": None}
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
                                 ("stats_level_weights", stats3), ("decoder_widths", widths),
