@@ -134,7 +134,8 @@ def reference_stats(model, mcfg: ModelConfig, ref: np.ndarray, device) -> NormSt
 
 AUTO_COMPONENTS = (1, 2, 3)  # `--stats-components auto` chooses among these
 ALIGNED_RATIO = 0.1  # ModelConfig.aligned_level_weights: bottle 12, ELPV 0.31, textures 0.010-0.013
-PART_RATIO = 2.0  # ModelConfig.part_level_weights: one part at one place (bottle 12.4; ELPV's cells 0.31)
+PART_RATIO = 3.0  # ModelConfig.part_level_weights: one part at one place (bottle 12.4, shifted +-8 px 5.8,
+# +-16 px 2.2 where the part's weights no longer pay; ELPV's cells 0.31)
 ALIGN_BORDER = 2  # grid cells left out at each edge (zero padding makes the border position-specific anyway)
 
 

@@ -36,7 +36,7 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
     # the statistics' weights: 1,0,0 for one part at one place, 0,1,1 where the training images are
     # aligned, 0,0.5,1 on a texture
     a = t["statistics"]
-    kind = "texture" if a["alignment_ratio"] < 0.1 else "aligned" if a["alignment_ratio"] < 2 else "part"
+    kind = "texture" if a["alignment_ratio"] < 0.1 else "aligned" if a["alignment_ratio"] < 3 else "part"
     assert a["alignment_ratio"] > 0 and a["kind"] == kind and a["aligned"] == (kind != "texture")
     assert c["stats_level_weights"] == a["stats_level_weights"] == {
         "texture": [0.0, 0.5, 1.0], "aligned": [0.0, 1.0, 1.0], "part": [1.0, 0.0, 0.0]}[kind]

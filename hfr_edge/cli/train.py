@@ -55,7 +55,7 @@ def train_command(
                                                                      "distance without its decoder stage")] = None,
     stats_pool: Annotated[Optional[str], typer.Option(help="Per level (strides 4, 8, 16), average the statistics' "
                                                            "features over k x k neighbours first (1: none, 3, 5), "
-                                                           "e.g. 1,3,1; default: the preset's, else the product's")] = None,
+                                                           "e.g. 3,3,1; default: the preset's, else the product's")] = None,
     stats_components: Annotated[Optional[str], typer.Option(help="Gaussians per level, each fitted on one group of "
                                                                  "the training images (k-means), the nearest one scoring: "
                                                                  "auto (1, 2 or 3, whichever gives the held-out normals the "
