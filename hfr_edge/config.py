@@ -20,6 +20,10 @@ LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_
                        "stats": "none", "stats_weight": 1.0, "decoder": "dense", "level_weights": (1.0, 1.0, 1.0),
                        "stats_level_weights": None, "stats_pool": (1, 1, 1),
                        "stats_components": 1, "aligned_level_weights": None, "part_level_weights": None}
+# ModelConfig's level-weight triples that may be None: field -> (its name in messages, an example)
+OPTIONAL_WEIGHTS = {"stats_level_weights": ("--stats-level-weights", "0.25,0.5,1"),
+                    "aligned_level_weights": ("aligned level weights", "0,1,1"),
+                    "part_level_weights": ("part level weights", "1,0,0")}
 DECODERS = ("dense", "separable")
 STATS = ("none", "shared", "position", "local")
 
@@ -154,18 +158,10 @@ class ModelConfig:
         if len(self.level_weights) != 3 or min(self.level_weights) < 0 or not max(self.level_weights) > 0:
             raise HfrError(f"--level-weights {','.join(map(str, self.level_weights))} must be three weights >= 0, "
                            "at least one positive (e.g. 0.25,1,1)")
-        if self.stats_level_weights is not None and (len(self.stats_level_weights) != 3
-                                                     or min(self.stats_level_weights) < 0):
-            raise HfrError(f"--stats-level-weights {','.join(map(str, self.stats_level_weights))} must be three "
-                           "weights >= 0 (e.g. 0.25,0.5,1)")
-        if self.aligned_level_weights is not None and (len(self.aligned_level_weights) != 3
-                                                       or min(self.aligned_level_weights) < 0):
-            raise HfrError(f"aligned level weights {','.join(map(str, self.aligned_level_weights))} must be three "
-                           "weights >= 0 (e.g. 0,1,1)")
-        if self.part_level_weights is not None and (len(self.part_level_weights) != 3
-                                                    or min(self.part_level_weights) < 0):
-            raise HfrError(f"part level weights {','.join(map(str, self.part_level_weights))} must be three "
-                           "weights >= 0 (e.g. 1,0,0)")
+        for name, (label, example) in OPTIONAL_WEIGHTS.items():
+            w = getattr(self, name)
+            if w is not None and (len(w) != 3 or min(w) < 0):
+                raise HfrError(f"{label} {','.join(map(str, w))} must be three weights >= 0 (e.g. {example})")
         if len(self.stats_pool) != 3 or not set(self.stats_pool) <= {1, 3, 5}:
             raise HfrError(f"--stats-pool {','.join(map(str, self.stats_pool))} must be three of 1 (none), 3, 5 "
                            "(strides 4, 8, 16; e.g. 1,1,3)")
@@ -177,7 +173,7 @@ class ModelConfig:
         d["decoder_widths"] = list(self.decoder_widths)
         d["level_weights"] = list(self.level_weights)
         d["stats_pool"] = list(self.stats_pool)
-        for k in ("stats_level_weights", "aligned_level_weights", "part_level_weights"):
+        for k in OPTIONAL_WEIGHTS:
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
@@ -187,8 +183,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         # a field missing from an older artifact had the value it was built with, not today's default
         kw = {**LEGACY_MODEL_FIELDS, **{k: v for k, v in d.items() if k in known}}
-        for k in ("decoder_widths", "level_weights", "stats_level_weights", "aligned_level_weights",
-                  "part_level_weights", "stats_pool"):
+        for k in ("decoder_widths", "level_weights", "stats_pool", *OPTIONAL_WEIGHTS):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)

@@ -397,8 +397,7 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
         k = chosen["stats_components"]
         console.say(f"statistics: {k} Gaussian{'s' if k > 1 else ''} per level (--stats-components auto)")
     if "aligned" in chosen:
-        kind = {"texture": "a texture", "aligned": "aligned", "part": "one part at one place"}[
-            chosen.get("kind") or ("aligned" if chosen["aligned"] else "texture")]
+        kind = {"texture": "a texture", "aligned": "aligned", "part": "one part at one place"}[chosen["kind"]]
         weights = ",".join(f"{w:g}" for w in chosen["stats_level_weights"])
         part = f", a part from {PART_RATIO:g}" if mcfg.part_level_weights is not None else ""
         console.say(f"statistics: the training images read as {kind} (alignment {chosen['alignment_ratio']:.3g}; "
