@@ -66,7 +66,7 @@ def parse_options(items) -> tuple:
             raise SystemExit(f"--set-option {item!r}: give key=value with a ModelConfig or TrainConfig field: "
                              f"{', '.join(sorted(model_f) + sorted(train_f))}")
         default = (model_f.get(key) or train_f[key]).default
-        if key in OPTIONAL_WEIGHTS:  # None or a triple
+        if key in (*OPTIONAL_WEIGHTS, "level_sigmas"):  # None or a triple
             target[key] = None if text.lower() == "none" else parse_triple(text, f"--set-option {key}", float)
         elif isinstance(default, tuple):
             target[key] = parse_triple(text, f"--set-option {key}", type(default[0]))
@@ -96,7 +96,8 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool",
-                 "stats_components", "sigma", "score", "aligned_level_weights", "part_level_weights"}
+                 "stats_components", "sigma", "level_sigmas", "score", "aligned_level_weights",
+                 "part_level_weights"}
 
 
 def parse_fusions(items) -> dict:
@@ -286,9 +287,9 @@ def main():
     ap.add_argument("--presets", default="", help="score one trained decoder under each of these presets "
                     "(e.g. paper,surface) or statistics kinds (stats:local): methods hfr-edge-PRESET[-TAG]")
     ap.add_argument("--fusion", action="append", default=[], metavar="NAME:KEY=VALUE;KEY=VALUE",
-                    help="score the trained decoder under this fusion too (stats, stats_weight, level_weights, "
-                         "stats_level_weights, stats_pool, stats_components, sigma; the one-class sets keep "
-                         "their level weights): method hfr-edge-NAME[-TAG]")
+                    help="score the trained decoder under this fusion too (" + ", ".join(sorted(POST_TRAINING))
+                         + "; none for an optional triple; the one-class sets keep their level weights and "
+                         "score): method hfr-edge-NAME[-TAG]")
     ap.add_argument("--models", default=None, metavar="DIR", help="keep each trained decoder here (SET-TAG-sSEED.pt) "
                     "and reuse it when it is there: new fusions without retraining")
     ap.add_argument("--no-peer-latency", action="store_true", help="time hfr-edge's graph alone (another job "

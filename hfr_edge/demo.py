@@ -44,7 +44,7 @@ class DemoConfig:
     # 0.99, 10 give 1.0), with room to spare for a loaded machine within the 5-minute budget.
     epochs: int = 15
     decoder_widths: Tuple[int, int, int] = (256, 128, 64)
-    sigma: float = 4.0  # map smoothing, pixels (the design's value)
+    sigma: float = 4.0  # map smoothing, pixels, at every level (the design's value)
     batch_size: int = 16
     lr: float = 0.005
     seed: int = 0
@@ -113,7 +113,7 @@ def _train(data: Path, ckpt: Path, cfg: DemoConfig) -> dict:
     from .train import fit_view, split_holdout
 
     mcfg = ModelConfig(backbone="efficientnet_lite0", image_size=cfg.image_size,
-                       decoder_widths=cfg.decoder_widths, sigma=cfg.sigma)
+                       decoder_widths=cfg.decoder_widths, sigma=cfg.sigma, level_sigmas=None)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device="auto")
     ds = open_dataset(str(data))
     tr, ho = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)

@@ -361,7 +361,8 @@ class AnomalyMap(nn.Module):
                  strides: Sequence[int] = (4, 8, 16), score: str = "max",
                  gauss: Optional["FeatureGaussian"] = None, stats_weight: float = 1.0,
                  level_scale: Optional[torch.Tensor] = None,
-                 stats_level_weights: Optional[Sequence[float]] = None):
+                 stats_level_weights: Optional[Sequence[float]] = None,
+                 level_sigmas: Optional[Sequence[float]] = None):
         super().__init__()
         self.score = score
         self.strides = [int(s) for s in strides]
@@ -379,9 +380,11 @@ class AnomalyMap(nn.Module):
         self.register_buffer("blur_rows", b, persistent=False)
         self.register_buffer("blur_cols_t", b.t().contiguous(), persistent=False)
         # bilinear upsampling is separable too (up(r) = U r U^T), so blur(up(r)) = (B U) r (B U)^T: one
-        # constant (S, h) matrix per level, no (S, S) intermediate per level and no Resize in the graph
-        for s in self.strides:
-            bu = b @ upsample_matrix(image_size // s, s)
+        # constant (S, h) matrix per level, no (S, S) intermediate per level and no Resize in the graph;
+        # so each level may have its own blur width (`level_sigmas`) at no cost
+        sigmas = [sigma] * len(self.strides) if level_sigmas is None else [float(v) for v in level_sigmas]
+        for s, sig in zip(self.strides, sigmas):
+            bu = (b if sig == sigma else blur_matrix(image_size, sig)) @ upsample_matrix(image_size // s, s)
             self.register_buffer(f"bu{s}", bu, persistent=False)
             self.register_buffer(f"bu{s}_t", bu.t().contiguous(), persistent=False)
 
@@ -421,7 +424,7 @@ def amap_for(cfg: ModelConfig, model: Optional["HFRAE"] = None) -> AnomalyMap:
         gauss = copy.deepcopy(model.gauss)
     return AnomalyMap(cfg.image_size, cfg.sigma, cfg.level_weights, score=cfg.score, gauss=gauss,
                       stats_weight=cfg.stats_weight, level_scale=None if gauss is None else gauss.level_scale,
-                      stats_level_weights=cfg.stats_level_weights)
+                      stats_level_weights=cfg.stats_level_weights, level_sigmas=cfg.level_sigmas)
 
 
 def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:

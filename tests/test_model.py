@@ -264,3 +264,26 @@ def test_folded_upsampling_equals_resize_then_blur():
     ref = sum(F.interpolate(cosine_residual(e, d), scale_factor=(float(s), float(s)), mode="bilinear",
                             align_corners=False) * w for w, s, e, d in zip((0.25, 1, 1), (4, 8, 16), enc, dec))
     assert torch.allclose(m, amap._blur(ref), atol=1e-6)
+
+
+def test_level_sigmas_blur_each_level_by_its_own_width():
+    """level_sigmas: each level's upsampled term blurred by its own width, then summed; the same
+    widths everywhere equal one sigma; a width <= 0 or not three is refused in one line."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    enc = [torch.rand(1, c, 64 // s, 64 // s) for c, s in ((24, 4), (40, 8), (112, 16))]
+    dec = [torch.rand_like(e) for e in enc]
+    m, _ = AnomalyMap(64, 4.0, (1, 1, 1), level_sigmas=(1.5, 4.0, 6.0))(enc, dec)
+    ups = [F.interpolate(cosine_residual(e, d), scale_factor=(float(s), float(s)), mode="bilinear",
+                         align_corners=False) for s, e, d in zip((4, 8, 16), enc, dec)]
+    ref = sum(AnomalyMap(64, sig)._blur(u) for sig, u in zip((1.5, 4.0, 6.0), ups))
+    assert torch.allclose(m, ref, atol=1e-6)
+    same, _ = AnomalyMap(64, 4.0, (1, 1, 1), level_sigmas=(4.0, 4.0, 4.0))(enc, dec)
+    assert torch.equal(same, AnomalyMap(64, 4.0, (1, 1, 1))(enc, dec)[0])
+    cfg = ModelConfig(level_sigmas=(2.0, 4.0, 4.0))
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["level_sigmas"] == [2.0, 4.0, 4.0]
+    assert ModelConfig.from_dict({"image_size": 64}).level_sigmas is None  # older artifacts: sigma everywhere
+    for bad in ((2.0, 0.0, 4.0), (2.0, 4.0)):
+        with pytest.raises(HfrError, match="level sigmas"):
+            ModelConfig(level_sigmas=bad)

@@ -136,7 +136,7 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
     assert preset_fields("paper") == {"stats": "none", "score": "max", "level_weights": (0.25, 1.0, 1.0),
                                       "stats_level_weights": None, "aligned_level_weights": None,
                                       "part_level_weights": None, "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
-                                      "decoder_widths": (256, 128, 64)}
+                                      "decoder_widths": (256, 128, 64), "level_sigmas": None}
     assert preset_fields(None) == {}
     assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "local",
                                                                            "light": "position"}
