@@ -68,7 +68,7 @@ class ModelConfig:
     # and blurred by one constant matrix per side, so a width per level costs nothing in the graph. The
     # stride-4 level (in the default map only on one part at one place) keeps its detail with 2 px:
     # bottle pixel AUROC / AUPRO 0.9913 / 0.9638 -> 0.9918 / 0.9676 (2 seeds, spread 0.0008), shifted by
-    # up to +-4 / 8 px AUPRO +0.003 / +0.002; 1 px gains 0.0006 more unshifted and loses image AUROC
+    # up to +-4 / 8 px AUPRO +0.003 / +0.002; 1 px gains 0.0007 more unshifted and loses image AUROC
     # shifted. At strides 8 and 16 another width moved the textures by < 0.003 either way (README.md)
     level_sigmas: Optional[Tuple[float, float, float]] = (2.0, 4.0, 4.0)
     # weight of each level (strides 4, 8, 16) in the map; a level of weight 0 leaves the exported graph
