@@ -38,7 +38,7 @@ from common import SUITE_JSON, merge_suite, p50_ms, read_suite, table
 from peers import onnx_path
 from suite_data import SETS, SIZE_MVTEC, SIZE_ONECLASS, check_names, load_set, score
 
-from hfr_edge.config import OPTIONAL_WEIGHTS, ModelConfig, TrainConfig  # noqa: E402
+from hfr_edge.config import OPTIONAL_TRIPLES, OPTIONAL_WEIGHTS, ModelConfig, TrainConfig  # noqa: E402
 
 ONECLASS = {"model": {"image_size": 64, "score": "mean", "bottleneck": 16, "level_weights": (0.0, 0.0, 1.0),
                       "stats_level_weights": None, "aligned_level_weights": None, "decoder_widths": (128, 64, 32)},
@@ -66,7 +66,7 @@ def parse_options(items) -> tuple:
             raise SystemExit(f"--set-option {item!r}: give key=value with a ModelConfig or TrainConfig field: "
                              f"{', '.join(sorted(model_f) + sorted(train_f))}")
         default = (model_f.get(key) or train_f[key]).default
-        if key in (*OPTIONAL_WEIGHTS, "level_sigmas"):  # None or a triple
+        if key in OPTIONAL_TRIPLES:  # None or a triple
             target[key] = None if text.lower() == "none" else parse_triple(text, f"--set-option {key}", float)
         elif isinstance(default, tuple):
             target[key] = parse_triple(text, f"--set-option {key}", type(default[0]))

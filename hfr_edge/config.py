@@ -25,6 +25,8 @@ LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_
 OPTIONAL_WEIGHTS = {"stats_level_weights": ("--stats-level-weights", "0.25,0.5,1"),
                     "aligned_level_weights": ("aligned level weights", "0,1,1"),
                     "part_level_weights": ("part level weights", "1,0,0")}
+# every triple a config may leave None (a list in to_dict, a tuple in from_dict, "none" on suite.py's options)
+OPTIONAL_TRIPLES = (*OPTIONAL_WEIGHTS, "level_sigmas")
 DECODERS = ("dense", "separable")
 STATS = ("none", "shared", "position", "local")
 
@@ -184,7 +186,7 @@ class ModelConfig:
         d["decoder_widths"] = list(self.decoder_widths)
         d["level_weights"] = list(self.level_weights)
         d["stats_pool"] = list(self.stats_pool)
-        for k in (*OPTIONAL_WEIGHTS, "level_sigmas"):
+        for k in OPTIONAL_TRIPLES:
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
@@ -194,7 +196,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         # a field missing from an older artifact had the value it was built with, not today's default
         kw = {**LEGACY_MODEL_FIELDS, **{k: v for k, v in d.items() if k in known}}
-        for k in ("decoder_widths", "level_weights", "stats_pool", "level_sigmas", *OPTIONAL_WEIGHTS):
+        for k in ("decoder_widths", "level_weights", "stats_pool", *OPTIONAL_TRIPLES):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
