@@ -144,11 +144,11 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
 
     import torch
 
-    from hfr_edge.model import feature_gaussian
+    from hfr_edge.model import stats_levels
     from hfr_edge.train import _encode_all, fit_statistics, reference_images, reference_stats, resolve_alignment
 
     model = copy.deepcopy(trained)
-    kind, want = [(c.stats, c.stats_pool, c.stats_components) for c in (model.cfg, cfg)]
+    kind = (trained.cfg.stats, trained.cfg.stats_pool, trained.cfg.stats_components)
     model.cfg = cfg
     ref, cpu = reference_images(d.x_train, d.x_hold), torch.device("cpu")
     fitted = {} if fitted is None else fitted
@@ -156,13 +156,15 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
     if cfg.stats != "none" and cfg.aligned_level_weights is not None:  # as `fit` chooses, on the training images
         taps = _encode_all(model, d.x_train, cpu)[0]
         resolve_alignment(model, taps, d.x_train)
+    need = stats_levels(model.cfg)  # the levels this fusion weighs (the trained Gaussian may lack some)
+    want = (cfg.stats, cfg.stats_pool, cfg.stats_components, tuple(need))
+    same = want[:3] == kind and trained.gauss is not None and all(u or not n for u, n in zip(trained.gauss.used, need))
     if cfg.stats == "none":
         model.gauss = None
-    elif want != kind and want in fitted:
+    elif not same and want in fitted:
         model.gauss, model.cfg = copy.deepcopy(fitted[want][0]), dataclasses.replace(
             model.cfg, stats_components=fitted[want][1])
-    elif want != kind:  # (auto components resolve into model.cfg)
-        model.gauss = feature_gaussian(cfg)
+    elif not same:  # (auto components resolve into model.cfg)
         taps = _encode_all(model, d.x_train, cpu)[0] if taps is None else taps
         fit_statistics(model, taps, ref, cpu, held_out=len(d.x_hold) > 0)
         fitted[want] = (copy.deepcopy(model.gauss), model.cfg.stats_components)

@@ -75,8 +75,11 @@ def _config(ckpt: dict, where: str) -> Tuple[ModelConfig, NormStats]:
 def model_from_checkpoint(ckpt: dict, where: str = "checkpoint") -> HFRAE:
     cfg, _ = _config(ckpt, where)
     model = HFRAE(cfg, pretrained=False)
+    state = ckpt["state_dict"]
+    if model.gauss is not None:  # an older checkpoint also holds the statistics of levels its map leaves out
+        state = model.gauss.without_unused(state, "gauss.")
     try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise HfrError(f"{where}: weights do not match the model config ({str(exc).splitlines()[0][:100]}); retrain it") from None
     return model.eval()

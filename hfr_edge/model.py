@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -107,6 +108,7 @@ def cosine_residual(a: torch.Tensor, b: torch.Tensor, eps: float = RESIDUAL_EPS)
 
 
 LOCAL_MIX = 0.2  # `local`: share of the level's covariance (all positions') in each position's
+_STATS_KEY = re.compile(r"(mean|white)(\d+)(_\d+)?")  # a FeatureGaussian buffer: level, component
 
 
 def neighbourhood_mean(f: torch.Tensor, k: int) -> torch.Tensor:
@@ -124,19 +126,26 @@ class FeatureGaussian(nn.Module):
     stored as its whitening matrix W (W W^T = its inverse). forward: levels -> per level the squared
     Mahalanobis distance over the channel count, (B, 1, h, w): about 1 on normal features. Where the
     decoder cannot reconstruct a texture, the texture's statistics still say what is normal, at the
-    cost of one 1x1 convolution per level ("local": one (C, C) product per position)."""
+    cost of one 1x1 convolution per level ("local": one (C, C) product per position).
+
+    `used` (one flag per level; None: all) keeps statistics only for the levels the map weighs: a
+    level left out is neither fitted nor stored (bottle's part map uses stride 4 alone, and its
+    checkpoint was 110 MB, 58 of them the Gaussians of strides 8 and 16)."""
 
     KINDS = ("shared", "position", "local")
 
     def __init__(self, channels: Sequence[int], grids: Sequence[Tuple[int, int]], kind: str,
-                 pool: Sequence[int] = (1, 1, 1), components: int = 1):
+                 pool: Sequence[int] = (1, 1, 1), components: int = 1, used: Optional[Sequence[bool]] = None):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"unknown statistics kind {kind!r}")
         # components 0 (auto, before training resolves it) holds one
         self.kind, self.levels, self.components = kind, len(channels), max(1, int(components))
         self.pool = [int(k) for k in pool]
+        self.used = [True] * self.levels if used is None else [bool(u) for u in used]
         for i, (c, (h, w)) in enumerate(zip(channels, grids)):
+            if not self.used[i]:
+                continue
             per_position = kind != "shared"
             for k in range(self.components):  # component 0 keeps the names of a one-component Gaussian
                 sfx = f"_{k}" if k else ""
@@ -159,6 +168,8 @@ class FeatureGaussian(nn.Module):
         feature) and each group gets its own Gaussian."""
         groups = image_groups(levels[-1], self.components, min_group)
         for i, f in enumerate(levels):
+            if not self.used[i]:
+                continue
             f = self._pooled(f, i).double()
             for k, idx in enumerate(groups):
                 mean, white = self._fit_one(f[idx], shrink, mix)
@@ -207,7 +218,7 @@ class FeatureGaussian(nn.Module):
         components, the likeliest one's (equal weights). None where a level is None."""
         out = []
         for i, f in enumerate(levels):
-            if f is None:
+            if f is None or not self.used[i]:
                 out.append(None)
                 continue
             f = self._pooled(f.float(), i).double()
@@ -227,12 +238,22 @@ class FeatureGaussian(nn.Module):
     def _pooled(self, f: torch.Tensor, level: int) -> torch.Tensor:
         return neighbourhood_mean(f, self.pool[level])
 
+    def without_unused(self, state: dict, prefix: str = "") -> dict:
+        """A state dict (an older checkpoint's held every level's statistics) without the entries of
+        the levels this Gaussian leaves out."""
+        def unused(key: str) -> bool:
+            m = key.startswith(prefix) and _STATS_KEY.fullmatch(key[len(prefix):])
+            return bool(m) and not self.used[int(m.group(2))]
+        return {k: v for k, v in state.items() if not unused(k)}
+
     def forward(self, levels: Sequence[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
         out = []
         for i, f in enumerate(levels):
             if f is None:  # a level the map leaves out
                 out.append(None)
                 continue
+            if not self.used[i]:
+                raise ValueError(f"level {i} has no statistics: it was left out when they were fitted")
             f = self._pooled(f.float(), i)
             if self.kind == "local" and self.components > 1:
                 d = self._nearest_local(f, i)
@@ -427,12 +448,18 @@ def amap_for(cfg: ModelConfig, model: Optional["HFRAE"] = None) -> AnomalyMap:
                       stats_level_weights=cfg.stats_level_weights, level_sigmas=cfg.level_sigmas)
 
 
+def stats_levels(cfg: ModelConfig) -> List[bool]:
+    """Per level, whether `cfg`'s map weighs its statistics (`stats_level_weights`, else `level_weights`)."""
+    return [w != 0.0 for w in (cfg.stats_level_weights or cfg.level_weights)]
+
+
 def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:
-    """An unfitted FeatureGaussian of `cfg`'s kind, sized for its backbone's levels and input size."""
+    """An unfitted FeatureGaussian of `cfg`'s kind, sized for its backbone's levels and input size,
+    with statistics for the levels its map weighs only."""
     levels = SPECS[cfg.backbone].levels(cfg.tap16)
     return FeatureGaussian([t.channels for t in levels],
                            [(cfg.image_size // t.stride, cfg.image_size // t.stride) for t in levels], kind=cfg.stats,
-                           pool=cfg.stats_pool, components=cfg.stats_components)
+                           pool=cfg.stats_pool, components=cfg.stats_components, used=stats_levels(cfg))
 
 
 class HFRAE(nn.Module):

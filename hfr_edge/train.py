@@ -244,18 +244,22 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
         k = max(scores, key=scores.get) if scores else 1
         model.cfg = dataclasses.replace(model.cfg, stats_components=k)
         ready = k in fitted  # the chosen count's fit, kept
-        model.gauss = fitted[k] if ready else feature_gaussian(model.cfg).to(device)
+        if ready:
+            model.gauss = fitted[k]
         choice = {"stats_components": k, "heldout_loglik": {str(c): round(v, 3) for c, v in scores.items()}
                   if scores else "no held-out images: 1"}
-    if not ready:
+    if not ready:  # for the levels model.cfg weighs now (the alignment's choice may have moved them)
+        model.gauss = feature_gaussian(model.cfg).to(device)
         model.gauss.fit(taps)
+    used = model.gauss.used
     rec, dist = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     with torch.inference_mode():
         for i in range(0, len(ref), batch):
             enc, dec = model(torch.from_numpy(ref[i:i + batch]).to(device))
-            for lvl, (e, d, m) in enumerate(zip(enc, dec, model.gauss(enc))):
+            dists = model.gauss([e if u else None for e, u in zip(enc, used)])
+            for lvl, (e, d, m) in enumerate(zip(enc, dec, dists)):
                 rec[lvl] += float(cosine_residual(e, d).mean()) * len(e)
-                dist[lvl] += float(m.mean()) * len(e)
+                dist[lvl] += float(m.mean()) * len(e) if m is not None else len(e)  # unused: scale 1
     means = torch.stack([rec, dist]) / len(ref)
     model.gauss.level_scale.copy_((1.0 / means.clamp_min(1e-12)).float())
     return choice

@@ -459,3 +459,46 @@ def test_letterbox_bars_do_not_make_a_texture_aligned():
     outside[:6], outside[-6:] = True, True
     assert alignment_ratio(feats) > 1.0 > ALIGNED_RATIO > alignment_ratio(feats, outside=outside)
     assert alignment_ratio(feats, outside=torch.ones(24, 16, dtype=torch.bool)) == 0.0  # nothing left
+
+
+def test_only_the_levels_the_map_weighs_keep_statistics(tmp_path):
+    """A level whose statistics weight is 0 is neither fitted nor stored: fit_statistics fits the
+    levels model.cfg weighs once the alignment has chosen (a part: stride 4 alone); the checkpoint
+    holds no other level's Gaussian; an older checkpoint holding every level's loads as before; the
+    map of the levels kept is unchanged; asking for a level left out fails in one line."""
+    import dataclasses
+
+    from hfr_edge.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from hfr_edge.config import NormStats
+    from hfr_edge.model import HFRAE, DeployModel
+    from hfr_edge.train import _encode_all, fit_statistics
+
+    rng = np.random.default_rng(0)
+    x, xh = rng.random((8, 3, 64, 64), dtype=np.float32), rng.random((4, 3, 64, 64), dtype=np.float32)
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats_components=1)
+    model = HFRAE(cfg, pretrained=False).eval()
+    assert model.gauss.used == [False, True, True]  # the texture weights 0, 0.5, 1 before any choice
+    taps = _encode_all(model, x, torch.device("cpu"))[0]
+    model.cfg = dataclasses.replace(cfg, stats_level_weights=(1.0, 0.0, 0.0))  # as the alignment chooses a part
+    fit_statistics(model, taps, xh, torch.device("cpu"))
+    assert model.gauss.used == [True, False, False]
+    keys = [k for k in model.state_dict() if k.startswith("gauss.")]
+    assert sorted(keys) == ["gauss.level_scale", "gauss.mean0", "gauss.white0"]
+    assert float(model.gauss.level_scale[1, 1]) == float(model.gauss.level_scale[1, 2]) == 1.0
+    norm = NormStats(threshold=1.0, low=0.0)
+    ckpt = save_checkpoint(tmp_path / "c.pt", model, norm, {})
+    loaded = model_from_checkpoint(load_checkpoint(ckpt))
+    xt = torch.from_numpy(xh)
+    with torch.no_grad():
+        want = DeployModel(model, norm)(xt)[0]
+        assert torch.equal(DeployModel(loaded, norm)(xt)[0], want)
+        # an older checkpoint: every level's statistics (here the identity), the map reads level 0 alone
+        full = model.state_dict()
+        for i, (c, s) in enumerate(((40, 8), (112, 16)), start=1):
+            full[f"gauss.mean{i}"] = torch.zeros(1, c, 64 // s, 64 // s)
+            full[f"gauss.white{i}"] = torch.eye(c).expand((64 // s) ** 2, c, c).clone()
+        torch.save({**torch.load(ckpt, weights_only=True), "state_dict": full}, tmp_path / "old.pt")
+        old = model_from_checkpoint(load_checkpoint(tmp_path / "old.pt"))
+        assert torch.equal(DeployModel(old, norm)(xt)[0], want)
+        with pytest.raises(ValueError, match="level 1 has no statistics"):
+            model.gauss([None, taps[1][:1], None])
