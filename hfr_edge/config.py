@@ -110,7 +110,7 @@ class ModelConfig:
     stats_level_weights: Optional[Tuple[float, float, float]] = (0.0, 0.5, 1.0)
     # the statistics' level weights that replace `stats_level_weights` where the training images are
     # ALIGNED: the same part at the same place, told from the training features alone (at stride 8,
-    # pooled as the statistics are, away from the grid's border and from what no image shows, the
+    # pooled 3x3 (train.ALIGN_POOL, whatever `stats_pool`), away from the grid's border and from what no image shows, the
     # variance of the per-position means across positions is at least train.ALIGNED_RATIO (0.1) x the
     # variance of the images around them; measured: bottle 12, ELPV solar cells 0.31, the brick / grass
     # / gravel textures 0.010-0.013, at 256 px; letterboxed textures 0.011-0.017). There the stride-8 statistics weighed as the stride-16 ones trace the outlines (bottle

@@ -414,6 +414,9 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     got = resolve_alignment(m, placed)
     assert got["aligned"] and got["kind"] == "part" and got["alignment_ratio"] >= PART_RATIO
     assert m.cfg.stats_level_weights == (1.0, 0.0, 0.0) and got["stats_level_weights"] == [1.0, 0.0, 0.0]
+    # the measure pools the stride-8 features 3x3 whatever the statistics' pooling
+    unpooled = SimpleNamespace(cfg=dataclasses.replace(cfg, stats_pool=(1, 1, 1)))
+    assert resolve_alignment(unpooled, placed)["alignment_ratio"] == got["alignment_ratio"]
     m = SimpleNamespace(cfg=cfg)
     got = resolve_alignment(m, aligned)
     assert got["aligned"] and got["kind"] == "aligned" and ALIGNED_RATIO <= got["alignment_ratio"] < PART_RATIO
