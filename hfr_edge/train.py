@@ -228,16 +228,15 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
 
     import torch
 
-    from .model import cosine_residual, feature_gaussian
+    from .model import cosine_residual, feature_gaussian, stats_levels
 
     choice, ready = {}, False
     if model.cfg.stats_components == 0:
-        sw = model.cfg.stats_level_weights or model.cfg.level_weights
         scores, fitted = {}, {}
         if held_out:
             with torch.inference_mode():
                 parts = [model.encode(torch.from_numpy(ref[i:i + batch]).to(device))[0] for i in range(0, len(ref), batch)]
-            hold = [torch.cat([p[lvl] for p in parts]) if w else None for lvl, w in enumerate(sw)]
+            hold = [torch.cat([p[lvl] for p in parts]) if u else None for lvl, u in enumerate(stats_levels(model.cfg))]
             for k in AUTO_COMPONENTS:
                 g = feature_gaussian(dataclasses.replace(model.cfg, stats_components=k)).to(device)
                 try:
