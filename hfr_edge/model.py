@@ -395,11 +395,9 @@ class AnomalyMap(nn.Module):
             # constants of the graph: residual and distance factors per level, level weight folded in
             self.rec_w = [w * float(a) for w, a in zip(self.weights, scale[0])]
             self.stat_w = [w * stats_weight * float(b) for w, b in zip(sw, scale[1])]
-        # the separable blur as two constant matrices, rows renormalised at the borders:
+        # the separable blur as one constant matrix B per side, rows renormalised at the borders:
         # blur(m) = B m B^T, the same as two zero-padded 1-D convolutions divided by the blur of ones
         b = blur_matrix(image_size, sigma)
-        self.register_buffer("blur_rows", b, persistent=False)
-        self.register_buffer("blur_cols_t", b.t().contiguous(), persistent=False)
         # bilinear upsampling is separable too (up(r) = U r U^T), so blur(up(r)) = (B U) r (B U)^T: one
         # constant (S, h) matrix per level, no (S, S) intermediate per level and no Resize in the graph;
         # so each level may have its own blur width (`level_sigmas`) at no cost
@@ -408,9 +406,6 @@ class AnomalyMap(nn.Module):
             bu = (b if sig == sigma else blur_matrix(image_size, sig)) @ upsample_matrix(image_size // s, s)
             self.register_buffer(f"bu{s}", bu, persistent=False)
             self.register_buffer(f"bu{s}_t", bu.t().contiguous(), persistent=False)
-
-    def _blur(self, m):
-        return torch.matmul(torch.matmul(self.blur_rows, m), self.blur_cols_t)
 
     def level_terms(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
         """Each level's weighted term at its own resolution (B, 1, h, w); None where its weight is 0."""

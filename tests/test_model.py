@@ -230,6 +230,14 @@ def test_channel_sum_is_a_sum_over_channels():
     assert torch.allclose(channel_sum(x), x.sum(1, keepdim=True), atol=1e-5)
 
 
+def matrix_blur(m, sigma):
+    """blur(m) = B m B^T with the map's blur matrix (the map folds B into each level's upsampling)."""
+    from hfr_edge.model import blur_matrix
+
+    b = blur_matrix(int(m.shape[-1]), sigma)
+    return torch.matmul(torch.matmul(b, m), b.t())
+
+
 def test_matrix_blur_equals_renormalised_convolution():
     import torch.nn.functional as F
 
@@ -245,9 +253,9 @@ def test_matrix_blur_equals_renormalised_convolution():
             return F.conv2d(t, k.view(1, 1, -1, 1), padding=(p, 0))
 
         ref = conv_blur(m) / conv_blur(torch.ones(1, 1, size, size))
-        got = AnomalyMap(size, sigma)._blur(m)
+        got = matrix_blur(m, sigma)
         assert torch.allclose(got, ref, atol=1e-6), (size, sigma)
-    flat = AnomalyMap(64, 4.0)._blur(torch.full((1, 1, 64, 64), 0.3))
+    flat = matrix_blur(torch.full((1, 1, 64, 64), 0.3), 4.0)
     assert torch.allclose(flat, torch.full_like(flat, 0.3), atol=1e-6)  # no fading at the borders
 
 
@@ -263,7 +271,7 @@ def test_folded_upsampling_equals_resize_then_blur():
     m, _ = amap(enc, dec)
     ref = sum(F.interpolate(cosine_residual(e, d), scale_factor=(float(s), float(s)), mode="bilinear",
                             align_corners=False) * w for w, s, e, d in zip((0.25, 1, 1), (4, 8, 16), enc, dec))
-    assert torch.allclose(m, amap._blur(ref), atol=1e-6)
+    assert torch.allclose(m, matrix_blur(ref, 4.0), atol=1e-6)
 
 
 def test_level_sigmas_blur_each_level_by_its_own_width():
@@ -277,7 +285,7 @@ def test_level_sigmas_blur_each_level_by_its_own_width():
     m, _ = AnomalyMap(64, 4.0, (1, 1, 1), level_sigmas=(1.5, 4.0, 6.0))(enc, dec)
     ups = [F.interpolate(cosine_residual(e, d), scale_factor=(float(s), float(s)), mode="bilinear",
                          align_corners=False) for s, e, d in zip((4, 8, 16), enc, dec)]
-    ref = sum(AnomalyMap(64, sig)._blur(u) for sig, u in zip((1.5, 4.0, 6.0), ups))
+    ref = sum(matrix_blur(u, sig) for sig, u in zip((1.5, 4.0, 6.0), ups))
     assert torch.allclose(m, ref, atol=1e-6)
     same, _ = AnomalyMap(64, 4.0, (1, 1, 1), level_sigmas=(4.0, 4.0, 4.0))(enc, dec)
     assert torch.equal(same, AnomalyMap(64, 4.0, (1, 1, 1))(enc, dec)[0])
