@@ -181,6 +181,11 @@ class ModelConfig:
         if not 0 <= self.stats_components <= 8:
             raise HfrError(f"--stats-components {self.stats_components} must be auto (0) or between 1 and 8")
 
+    @property
+    def stats_weights(self) -> Tuple[float, ...]:
+        """Per level, the weight of its statistics in the map: `stats_level_weights`, else `level_weights`."""
+        return tuple(self.stats_level_weights or self.level_weights)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["decoder_widths"] = list(self.decoder_widths)

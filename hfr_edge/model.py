@@ -444,8 +444,8 @@ def amap_for(cfg: ModelConfig, model: Optional["HFRAE"] = None) -> AnomalyMap:
 
 
 def stats_levels(cfg: ModelConfig) -> List[bool]:
-    """Per level, whether `cfg`'s map weighs its statistics (`stats_level_weights`, else `level_weights`)."""
-    return [w != 0.0 for w in (cfg.stats_level_weights or cfg.level_weights)]
+    """Per level, whether `cfg`'s map weighs its statistics."""
+    return [w != 0.0 for w in cfg.stats_weights]
 
 
 def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:

@@ -212,7 +212,7 @@ def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
         chosen = cfg.part_level_weights if kind == "part" else cfg.aligned_level_weights
         model.cfg = dataclasses.replace(cfg, stats_level_weights=tuple(chosen))
     return {"alignment_ratio": round(ratio, 4), "aligned": kind != "texture", "kind": kind,
-            "stats_level_weights": list(model.cfg.stats_level_weights or model.cfg.level_weights)}
+            "stats_level_weights": list(model.cfg.stats_weights)}
 
 
 MIN_GROUP = 8  # training images per component at least
@@ -231,12 +231,12 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
     from .model import cosine_residual, feature_gaussian, stats_levels
 
     choice, ready = {}, False
+    with torch.inference_mode():  # the reference images encoded once: for auto's likelihoods and for the scales
+        coded = [model.encode(torch.from_numpy(ref[i:i + batch]).to(device)) for i in range(0, len(ref), batch)]
     if model.cfg.stats_components == 0:
         scores, fitted = {}, {}
         if held_out:
-            with torch.inference_mode():
-                parts = [model.encode(torch.from_numpy(ref[i:i + batch]).to(device))[0] for i in range(0, len(ref), batch)]
-            hold = [torch.cat([p[lvl] for p in parts]) if u else None for lvl, u in enumerate(stats_levels(model.cfg))]
+            hold = [torch.cat([t[lvl] for t, _ in coded]) if u else None for lvl, u in enumerate(stats_levels(model.cfg))]
             for k in AUTO_COMPONENTS:
                 g = feature_gaussian(dataclasses.replace(model.cfg, stats_components=k)).to(device)
                 try:
@@ -257,8 +257,8 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
     used = model.gauss.used
     rec, dist = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     with torch.inference_mode():
-        for i in range(0, len(ref), batch):
-            enc, dec = model(torch.from_numpy(ref[i:i + batch]).to(device))
+        for enc, deep in coded:
+            dec = model.decoder(deep)
             dists = model.gauss([e if u else None for e, u in zip(enc, used)])
             for lvl, (e, d, m) in enumerate(zip(enc, dec, dists)):
                 rec[lvl] += float(cosine_residual(e, d).mean()) * len(e)
