@@ -97,7 +97,7 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool",
                  "stats_components", "sigma", "level_sigmas", "score", "aligned_level_weights",
-                 "part_level_weights"}
+                 "part_level_weights", "part_residual_weights"}
 
 
 def parse_fusions(items) -> dict:

@@ -197,8 +197,8 @@ def alignment_kind(ratio: float, part: bool = True) -> str:
 def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
     """ModelConfig.aligned_level_weights / part_level_weights: from the training images' cached
     stride-8 features, aligned images take the aligned statistics weights, one part at one place the
-    part's (model.cfg records them); returns what was measured and chosen, for the training summary
-    ({} where the config asks for no such choice). `images` (the training images) let the measure
+    part's and its residual weights (`part_residual_weights`; model.cfg records them); returns what was
+    measured and chosen, for the training summary ({} where the config asks for no such choice). `images` (the training images) let the measure
     leave out what none of them shows (letterbox bars)."""
     import dataclasses
 
@@ -211,8 +211,10 @@ def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
     if kind != "texture":
         chosen = cfg.part_level_weights if kind == "part" else cfg.aligned_level_weights
         model.cfg = dataclasses.replace(cfg, stats_level_weights=tuple(chosen))
+    if kind == "part" and cfg.part_residual_weights is not None:
+        model.cfg = dataclasses.replace(model.cfg, level_weights=tuple(cfg.part_residual_weights))
     return {"alignment_ratio": round(ratio, 4), "aligned": kind != "texture", "kind": kind,
-            "stats_level_weights": list(model.cfg.stats_weights)}
+            "stats_level_weights": list(model.cfg.stats_weights), "level_weights": list(model.cfg.level_weights)}
 
 
 MIN_GROUP = 8  # training images per component at least
@@ -387,7 +389,7 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
     if score == "auto":
         mcfg = replace(mcfg, score=auto_score(ds.format, mcfg.score))
     if ds.format in ONE_CLASS_FORMATS:  # whole images of another class: the one-class protocol's weights stand
-        mcfg = replace(mcfg, aligned_level_weights=None, part_level_weights=None)
+        mcfg = replace(mcfg, aligned_level_weights=None, part_level_weights=None, part_residual_weights=None)
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
     model, stats, summary, extra, kept, skipped = fit_view(
@@ -407,8 +409,11 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
         kind = {"texture": "a texture", "aligned": "aligned", "part": "one part at one place"}[chosen["kind"]]
         weights = ",".join(f"{w:g}" for w in chosen["stats_level_weights"])
         part = f", a part from {PART_RATIO:g}" if mcfg.part_level_weights is not None else ""
+        residual = (f", the residual's {','.join(f'{w:g}' for w in chosen['level_weights'])}"
+                    if chosen["kind"] == "part" and mcfg.part_residual_weights is not None else "")
         console.say(f"statistics: the training images read as {kind} (alignment {chosen['alignment_ratio']:.3g}; "
-                    f"aligned from {ALIGNED_RATIO:g}{part}): level weights {weights} (--stats-level-weights sets them)")
+                    f"aligned from {ALIGNED_RATIO:g}{part}): level weights {weights}{residual} "
+                    f"(--stats-level-weights{' and --level-weights' if residual else ''} set them)")
     return stats, summary
 
 

@@ -135,7 +135,8 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
 
     assert preset_fields("paper") == {"stats": "none", "score": "max", "level_weights": (0.25, 1.0, 1.0),
                                       "stats_level_weights": None, "aligned_level_weights": None,
-                                      "part_level_weights": None, "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
+                                      "part_level_weights": None, "part_residual_weights": None,
+                                      "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
                                       "decoder_widths": (256, 128, 64), "level_sigmas": None}
     assert preset_fields(None) == {}
     assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "local",
@@ -414,6 +415,8 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     got = resolve_alignment(m, placed)
     assert got["aligned"] and got["kind"] == "part" and got["alignment_ratio"] >= PART_RATIO
     assert m.cfg.stats_level_weights == (1.0, 0.0, 0.0) and got["stats_level_weights"] == [1.0, 0.0, 0.0]
+    # a part also takes its residual weights: the stride-8 residual beside the stride-16 one
+    assert m.cfg.level_weights == (0.0, 2.0, 1.0) and got["level_weights"] == [0.0, 2.0, 1.0]
     # the measure pools the stride-8 features 3x3 whatever the statistics' pooling
     unpooled = SimpleNamespace(cfg=dataclasses.replace(cfg, stats_pool=(1, 1, 1)))
     assert resolve_alignment(unpooled, placed)["alignment_ratio"] == got["alignment_ratio"]
@@ -429,6 +432,11 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     m = SimpleNamespace(cfg=dataclasses.replace(cfg, part_level_weights=None))
     got = resolve_alignment(m, placed)
     assert got["kind"] == "aligned" and m.cfg.stats_level_weights == (0.0, 1.0, 1.0)
+    assert m.cfg.level_weights == (0.0, 0.0, 1.0)  # aligned and texture keep the residual's weights
+    # part residual weights None: a part keeps the residual's weights
+    m = SimpleNamespace(cfg=dataclasses.replace(cfg, part_residual_weights=None))
+    got = resolve_alignment(m, placed)
+    assert got["kind"] == "part" and m.cfg.level_weights == (0.0, 0.0, 1.0) and got["level_weights"] == [0.0, 0.0, 1.0]
     assert [alignment_kind(r) for r in (0.05, 0.1, 2.99, 3.0)] == ["texture", "aligned", "aligned", "part"]
     assert alignment_kind(12.0, part=False) == "aligned"
     # None (the presets paper and light, weights given on the command line): no choice, nothing recorded
@@ -436,12 +444,15 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     assert resolve_alignment(m, placed) == {} and m.cfg.stats_level_weights == (0.0, 0.5, 1.0)
     # an older checkpoint's config has none
     old = ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64})
-    assert old.aligned_level_weights is None and old.part_level_weights is None
+    assert old.aligned_level_weights is None and old.part_level_weights is None and old.part_residual_weights is None
     round_trip = ModelConfig.from_dict(cfg.to_dict())
     assert round_trip == cfg and cfg.to_dict()["aligned_level_weights"] == [0.0, 1.0, 1.0]
     assert cfg.to_dict()["part_level_weights"] == [1.0, 0.0, 0.0]
+    assert cfg.to_dict()["part_residual_weights"] == [0.0, 2.0, 1.0]
     with pytest.raises(HfrError, match="part level weights"):
         ModelConfig(part_level_weights=(1.0, -1.0, 0.0))
+    with pytest.raises(HfrError, match="part residual weights"):
+        ModelConfig(part_residual_weights=(0.0, 2.0))
 
 
 def test_letterbox_bars_do_not_make_a_texture_aligned():
