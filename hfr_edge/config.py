@@ -133,7 +133,7 @@ class ModelConfig:
     # residual sees what the decoder cannot rebuild there, and the two add: bottle pixel AUROC / AUPRO
     # 0.9917 / 0.9676 -> 0.9926 / 0.9709 (2 seeds), shifted by up to +-8 px 0.9900 / 0.9646 -> 0.9907 /
     # 0.9667 and image AUROC 0.9972 -> 1.0. It brings the decoder's stride-8 stage into the graph (+0.19
-    # GFLOP: the whole graph 1.70x the encoder alone instead of 1.44x on ONNX Runtime fp32; 0.45x PaDiM's
+    # GFLOP: the whole graph 1.69x the encoder alone instead of 1.45x on ONNX Runtime fp32; 0.44x PaDiM's
     # latency). README.md, "Benchmarks". None: `level_weights` whatever the alignment
     part_residual_weights: Optional[Tuple[float, float, float]] = (0.0, 2.0, 1.0)
     # per level (strides 4, 8, 16), the statistics' features averaged over a k x k neighbourhood first (1:
@@ -220,8 +220,8 @@ class ModelConfig:
 # named settings (`train --preset NAME`): the fields each sets over ModelConfig's defaults
 PRESETS = {
     # the defaults: per-position feature statistics at strides 8 and 16 (at stride 4 alone on a placed
-    # part, with the stride-8 residual) plus the stride-16 residual; wins the suite (textured, grayscale and aligned surfaces above
-    # all; README.md, "Benchmarks")
+    # part, with the stride-8 residual) plus the stride-16 residual; wins the suite (textured, grayscale
+    # and aligned surfaces above all; README.md, "Benchmarks")
     "surface": {"stats": "local", "stats_weight": 2.0, "level_weights": (0.0, 0.0, 1.0),
                 "stats_level_weights": (0.0, 0.5, 1.0), "aligned_level_weights": (0.0, 1.0, 1.0),
                 "part_level_weights": (1.0, 0.0, 0.0), "part_residual_weights": (0.0, 2.0, 1.0),
@@ -238,12 +238,13 @@ PRESETS = {
     # level, all three levels), as measured on the suite: for CPUs; loses on fine textures (gravel)
     "light": {"stats": "position", "stats_weight": 1.0, "level_weights": (0.25, 1.0, 1.0),
               "stats_level_weights": None, "aligned_level_weights": None, "part_level_weights": None,
-              "part_residual_weights": None, "decoder": "separable", "decoder_convs": 2, "up_kernel": 2, "decoder_widths": (256, 128, 64),
+              "part_residual_weights": None, "decoder": "separable", "decoder_convs": 2, "up_kernel": 2,
+              "decoder_widths": (256, 128, 64),
               "stats_pool": (1, 1, 1), "stats_components": 1, "level_sigmas": None},
 }
 PRESET_HELP = ("surface (the default: per-position feature statistics at strides 8 and 16, at stride 4 on one "
-               "part at one place (with the stride-8 residual), + the stride-16 residual, a narrow decoder, as many Gaussians as the normals' "
-               "kinds) | paper (the published HFR-AE: residual only, the paper-sized decoder: to reproduce the "
+               "part at one place (with the stride-8 residual), + the stride-16 residual, a narrow decoder, as "
+               "many Gaussians as the normals' kinds) | paper (the published HFR-AE: residual only, the paper-sized decoder: to reproduce the "
                "paper) | light (a separable decoder with a mean per position; weaker on fine textures)")
 
 

@@ -198,8 +198,8 @@ def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
     """ModelConfig.aligned_level_weights / part_level_weights: from the training images' cached
     stride-8 features, aligned images take the aligned statistics weights, one part at one place the
     part's and its residual weights (`part_residual_weights`; model.cfg records them); returns what was
-    measured and chosen, for the training summary ({} where the config asks for no such choice). `images` (the training images) let the measure
-    leave out what none of them shows (letterbox bars)."""
+    measured and chosen, for the training summary ({} where the config asks for no such choice).
+    `images` (the training images) let the measure leave out what none of them shows (letterbox bars)."""
     import dataclasses
 
     cfg = model.cfg
@@ -238,7 +238,8 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
     if model.cfg.stats_components == 0:
         scores, fitted = {}, {}
         if held_out:
-            hold = [torch.cat([t[lvl] for t, _ in coded]) if u else None for lvl, u in enumerate(stats_levels(model.cfg))]
+            hold = [torch.cat([t[lvl] for t, _ in coded]) if u else None
+                    for lvl, u in enumerate(stats_levels(model.cfg))]
             for k in AUTO_COMPONENTS:
                 g = feature_gaussian(dataclasses.replace(model.cfg, stats_components=k)).to(device)
                 try:

@@ -436,7 +436,8 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     # part residual weights None: a part keeps the residual's weights
     m = SimpleNamespace(cfg=dataclasses.replace(cfg, part_residual_weights=None))
     got = resolve_alignment(m, placed)
-    assert got["kind"] == "part" and m.cfg.level_weights == (0.0, 0.0, 1.0) and got["level_weights"] == [0.0, 0.0, 1.0]
+    assert got["kind"] == "part" and m.cfg.level_weights == (0.0, 0.0, 1.0)
+    assert got["level_weights"] == [0.0, 0.0, 1.0]
     assert [alignment_kind(r) for r in (0.05, 0.1, 2.99, 3.0)] == ["texture", "aligned", "aligned", "part"]
     assert alignment_kind(12.0, part=False) == "aligned"
     # None (the presets paper and light, weights given on the command line): no choice, nothing recorded
