@@ -460,15 +460,17 @@ def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:
 class HFRAE(nn.Module):
     """Frozen encoder + trainable decoder. `forward` returns (encoder levels, decoder levels)."""
 
-    def __init__(self, cfg: ModelConfig, weights: Optional[str] = None, pretrained: bool = True):
+    def __init__(self, cfg: ModelConfig, weights: Optional[str] = None, pretrained: bool = True,
+                 statistics: bool = True):
         super().__init__()
         self.cfg = cfg
         self.spec = SPECS[cfg.backbone]
         self.encoder = load_backbone(cfg.backbone, weights, pretrained, cfg.tap16)
         self.decoder = Decoder(self.spec, cfg.decoder_widths, cfg.decoder_convs, cfg.bottleneck, cfg.up_kernel,
                                cfg.tap16, cfg.decoder == "separable")
-        # the normal features' statistics (fitted after the decoder; in the checkpoint's state dict)
-        self.gauss = None if cfg.stats == "none" else feature_gaussian(cfg)
+        # the normal features' statistics (fitted after the decoder; in the checkpoint's state dict);
+        # `statistics` False: none yet (training fits them after the alignment's choice of levels)
+        self.gauss = None if cfg.stats == "none" or not statistics else feature_gaussian(cfg)
         self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1), persistent=False)
 

@@ -280,7 +280,7 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
 
     torch.manual_seed(tcfg.seed)
     device = pick_device(tcfg.device)
-    model = HFRAE(mcfg, weights=weights).to(device)
+    model = HFRAE(mcfg, weights=weights, statistics=False).to(device)  # fit_statistics makes them
     t0 = time.time()
     est = x_train.nbytes * 1.2  # feature maps are about the size of the images
     if est > FEATURE_CACHE_BYTES:
@@ -322,7 +322,7 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     model.eval()
     ref = reference_images(x_train, x_hold)
     chosen = {}
-    if model.gauss is not None:
+    if model.cfg.stats != "none":
         chosen = resolve_alignment(model, taps, x_train)
         chosen.update(fit_statistics(model, taps, ref, device, held_out=len(x_hold) > 0))
     t_train = time.time() - t0
