@@ -26,6 +26,9 @@ OPTIONAL_WEIGHTS = {"stats_level_weights": ("--stats-level-weights", "0.25,0.5,1
                     "aligned_level_weights": ("aligned level weights", "0,1,1"),
                     "part_level_weights": ("part level weights", "1,0,0"),
                     "part_residual_weights": ("part residual weights", "0,2,1")}
+# the fields by which training chooses the levels from its images' alignment; all None: no choice (weights
+# given on the command line, the one-class protocol)
+NO_ALIGNMENT_CHOICE = {"aligned_level_weights": None, "part_level_weights": None, "part_residual_weights": None}
 # every triple a config may leave None (a list in to_dict, a tuple in from_dict, "none" on suite.py's options)
 OPTIONAL_TRIPLES = (*OPTIONAL_WEIGHTS, "level_sigmas")
 DECODERS = ("dense", "separable")
@@ -244,8 +247,8 @@ PRESETS = {
 }
 PRESET_HELP = ("surface (the default: per-position feature statistics at strides 8 and 16, at stride 4 on one "
                "part at one place (with the stride-8 residual), + the stride-16 residual, a narrow decoder, as "
-               "many Gaussians as the normals' kinds) | paper (the published HFR-AE: residual only, the paper-sized decoder: to reproduce the "
-               "paper) | light (a separable decoder with a mean per position; weaker on fine textures)")
+               "many Gaussians as the normals' kinds) | paper (the published HFR-AE: residual only, the "
+               "paper-sized decoder: to reproduce the paper) | light (a separable decoder with a mean per position; weaker on fine textures)")
 
 
 def preset_fields(name: Optional[str]) -> dict:

@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .config import SCORES, ModelConfig, NormStats, TrainConfig
+from .config import NO_ALIGNMENT_CHOICE, SCORES, ModelConfig, NormStats, TrainConfig
 from .base import console
 from .base.errors import HfrError
 
@@ -390,7 +390,7 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
     if score == "auto":
         mcfg = replace(mcfg, score=auto_score(ds.format, mcfg.score))
     if ds.format in ONE_CLASS_FORMATS:  # whole images of another class: the one-class protocol's weights stand
-        mcfg = replace(mcfg, aligned_level_weights=None, part_level_weights=None, part_residual_weights=None)
+        mcfg = replace(mcfg, **NO_ALIGNMENT_CHOICE)
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
     model, stats, summary, extra, kept, skipped = fit_view(

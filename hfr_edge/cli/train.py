@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from ..config import PRESET_HELP, SCORES, ModelConfig, TrainConfig, preset_fields
+from ..config import NO_ALIGNMENT_CHOICE, PRESET_HELP, SCORES, ModelConfig, TrainConfig, preset_fields
 from .options import FORMAT_HELP, NORMAL_CLASS_HELP, TEST_HELP
 
 
@@ -87,8 +87,7 @@ def train_command(
     if weights3 is not None and stats3 is None:  # one weight per level for both terms, as asked
         stats3 = weights3
     # weights given: no choice by alignment
-    aligned = {} if stats3 is None else {"aligned_level_weights": None, "part_level_weights": None,
-                                         "part_residual_weights": None}
+    aligned = {} if stats3 is None else NO_ALIGNMENT_CHOICE
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
                                 ("stats_level_weights", stats3), ("decoder_widths", widths),
