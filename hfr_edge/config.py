@@ -18,7 +18,7 @@ TAPS16 = ("early", "late")
 # values of fields added later, as every artifact written before them was built
 LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_kernel": 2, "tap16": "late",
                        "stats": "none", "stats_weight": 1.0, "decoder": "dense", "level_weights": (1.0, 1.0, 1.0),
-                       "stats_level_weights": None, "stats_pool": (1, 1, 1),
+                       "stats_level_weights": None, "stats_pool": (1, 1, 1), "stats_tile": (1, 1, 1),
                        "stats_components": 1, "aligned_level_weights": None, "part_level_weights": None,
                        "part_residual_weights": None, "level_sigmas": None}
 # ModelConfig's level-weight triples that may be None: field -> (its name in messages, an example)
@@ -146,6 +146,13 @@ class ModelConfig:
     # AUPRO -0.029, gravel -0.034). At stride 4 (used by a part only) 3 keeps a part that shifts by a
     # few pixels: bottle shifted +-8 px, pixel AUROC 0.9901 pooled, 0.9870 not. README.md, "Benchmarks"
     stats_pool: Tuple[int, int, int] = (3, 3, 1)
+    # per level, "local" statistics: the t x t positions that share one covariance (each keeps its own
+    # mean; 1: a covariance per position, as PaDiM's). A CPU lever for a part's map, whose stride-4
+    # product reads 28 MB of whitening matrices per frame with three Gaussians: at 2,1,1 the whole graph
+    # is 1.65x the encoder alone instead of 1.80x (ONNX Runtime fp32, batch 1), at 4,1,1 1.59x; bottle
+    # pixel AUROC / AUPRO (3 seeds) 0.9926 / 0.9711 -> 0.9925 / 0.9709 and 0.9924 / 0.9702, shifted by up
+    # to +-8 px unchanged at 2. Not the default: it keeps bottle's AUPRO at 0.971 (README.md, "Speed")
+    stats_tile: Tuple[int, int, int] = (1, 1, 1)
     # Gaussians per level (each fitted on one group of the training images, k-means on their deepest
     # features); the distance is the nearest one's at each position. 0 = auto: 1, 2 or 3, whichever
     # gives the held-out normals the highest likelihood; training records the count it chose. Auto takes
@@ -191,6 +198,11 @@ class ModelConfig:
         if len(self.stats_pool) != 3 or not set(self.stats_pool) <= {1, 3, 5}:
             raise HfrError(f"--stats-pool {','.join(map(str, self.stats_pool))} must be three of 1 (none), 3, 5 "
                            "(strides 4, 8, 16; e.g. 1,1,3)")
+        if len(self.stats_tile) != 3 or not set(self.stats_tile) <= {1, 2, 4} or any(
+                (self.image_size // s) % t for s, t in zip((4, 8, 16), self.stats_tile)):
+            raise HfrError(f"--stats-tile {','.join(map(str, self.stats_tile))} must be three of 1 (a covariance "
+                           f"per position), 2, 4, each dividing its level's grid at --image-size {self.image_size} "
+                           "(strides 4, 8, 16; e.g. 2,1,1)")
         if not 0 <= self.stats_components <= 8:
             raise HfrError(f"--stats-components {self.stats_components} must be auto (0) or between 1 and 8")
 
@@ -204,6 +216,7 @@ class ModelConfig:
         d["decoder_widths"] = list(self.decoder_widths)
         d["level_weights"] = list(self.level_weights)
         d["stats_pool"] = list(self.stats_pool)
+        d["stats_tile"] = list(self.stats_tile)
         for k in OPTIONAL_TRIPLES:
             if d[k] is not None:
                 d[k] = list(d[k])
@@ -214,7 +227,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         # a field missing from an older artifact had the value it was built with, not today's default
         kw = {**LEGACY_MODEL_FIELDS, **{k: v for k, v in d.items() if k in known}}
-        for k in ("decoder_widths", "level_weights", "stats_pool", *OPTIONAL_TRIPLES):
+        for k in ("decoder_widths", "level_weights", "stats_pool", "stats_tile", *OPTIONAL_TRIPLES):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
@@ -243,7 +256,7 @@ PRESETS = {
               "stats_level_weights": None, "aligned_level_weights": None, "part_level_weights": None,
               "part_residual_weights": None, "decoder": "separable", "decoder_convs": 2, "up_kernel": 2,
               "decoder_widths": (256, 128, 64),
-              "stats_pool": (1, 1, 1), "stats_components": 1, "level_sigmas": None},
+              "stats_pool": (1, 1, 1), "stats_tile": (1, 1, 1), "stats_components": 1, "level_sigmas": None},
 }
 PRESET_HELP = ("surface (the default: per-position feature statistics at strides 8 and 16, at stride 4 on one "
                "part at one place (with the stride-8 residual), + the stride-16 residual, a narrow decoder, as "

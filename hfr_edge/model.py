@@ -135,24 +135,32 @@ class FeatureGaussian(nn.Module):
     KINDS = ("shared", "position", "local")
 
     def __init__(self, channels: Sequence[int], grids: Sequence[Tuple[int, int]], kind: str,
-                 pool: Sequence[int] = (1, 1, 1), components: int = 1, used: Optional[Sequence[bool]] = None):
+                 pool: Sequence[int] = (1, 1, 1), components: int = 1, used: Optional[Sequence[bool]] = None,
+                 tile: Sequence[int] = (1, 1, 1)):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"unknown statistics kind {kind!r}")
         # components 0 (auto, before training resolves it) holds one
         self.kind, self.levels, self.components = kind, len(channels), max(1, int(components))
         self.pool = [int(k) for k in pool]
+        # "local": per level, the t x t positions that share one covariance (its mean stays per position)
+        self.tile = [int(t) if kind == "local" else 1 for t in tile]
+        for t, (h, w) in zip(self.tile, grids):
+            if h % t or w % t:
+                raise ValueError(f"a statistics tile of {t} does not divide a grid of {h} x {w}")
         self.used = [True] * self.levels if used is None else [bool(u) for u in used]
-        for i, (c, (h, w)) in enumerate(zip(channels, grids)):
+        for i, (c, (h, w), t) in enumerate(zip(channels, grids, self.tile)):
             if not self.used[i]:
                 continue
             per_position = kind != "shared"
             for k in range(self.components):  # component 0 keeps the names of a one-component Gaussian
                 sfx = f"_{k}" if k else ""
                 self.register_buffer(f"mean{i}{sfx}", torch.zeros(1, c, h if per_position else 1, w if per_position else 1))
-                # shared / position: a 1x1 convolution kernel (C_out, C_in, 1, 1) = W^T;
-                # local: per position W, (h w, C, C), so z = y @ W for the row vector y of a position
-                white = torch.eye(c).expand(h * w, c, c).clone() if kind == "local" else torch.eye(c).view(c, c, 1, 1)
+                # shared / position: a 1x1 convolution kernel (C_out, C_in, 1, 1) = W^T; local: per
+                # position W, (h w, C, C), so z = y @ W for the row vector y of a position; with tiles
+                # per tile, (h w / t^2, C, C), the tiles in row-major order
+                white = (torch.eye(c).expand(h * w // (t * t), c, c).clone() if kind == "local"
+                         else torch.eye(c).view(c, c, 1, 1))
                 self.register_buffer(f"white{i}{sfx}", white)
         # per level, 1 / the mean residual and 1 / the mean distance on held-out normal images (set by train)
         self.register_buffer("level_scale", torch.ones(2, self.levels))
@@ -172,19 +180,20 @@ class FeatureGaussian(nn.Module):
                 continue
             f = self._pooled(f, i).double()
             for k, idx in enumerate(groups):
-                mean, white = self._fit_one(f[idx], shrink, mix)
+                mean, white = self._fit_one(f[idx], shrink, mix, self.tile[i])
                 sfx = f"_{k}" if k else ""
                 getattr(self, f"mean{i}{sfx}").copy_(mean)
                 getattr(self, f"white{i}{sfx}").copy_(white)
 
-    def _fit_one(self, f: torch.Tensor, shrink: float, mix: float):
+    def _fit_one(self, f: torch.Tensor, shrink: float, mix: float, t: int = 1):
         n, c, h, w = f.shape
         mean = f.mean((0, 2, 3), keepdim=True) if self.kind == "shared" else f.mean(0, keepdim=True)
         x = (f - mean).permute(2, 3, 0, 1).reshape(h * w, n, c)  # (positions, N, C)
         sums = x.transpose(1, 2) @ x  # per position, (P, C, C)
         cov = sums.sum(0, keepdim=True) / max(n * h * w - 1, 1)  # the level's (all positions'), (1, C, C)
-        if self.kind == "local":
-            cov = (1.0 - mix) * sums / max(n - 1, 1) + mix * cov
+        if self.kind == "local":  # per tile: its positions' sums about their own means, pooled
+            sums = sums.reshape(h // t, t, w // t, t, c, c).sum((1, 3)).reshape(-1, c, c) if t > 1 else sums
+            cov = (1.0 - mix) * sums / max(t * t * (n - 1), 1) + mix * cov
         # few samples per channel bias the smallest eigenvalues towards 0 (the whitening would then
         # magnify noise, int8 rounding included): shrink by at least channels / samples
         amount = max(shrink, c / max(n * h * w, 1))
@@ -200,14 +209,14 @@ class FeatureGaussian(nn.Module):
         m, w = getattr(self, f"mean{i}{sfx}"), getattr(self, f"white{i}{sfx}")
         return (m, w) if m.dtype == dtype else (m.to(dtype), w.to(dtype))
 
-    def _sq_distance(self, f: torch.Tensor, mean: torch.Tensor, white: torch.Tensor) -> torch.Tensor:
+    def _sq_distance(self, f: torch.Tensor, mean: torch.Tensor, white: torch.Tensor, t: int = 1) -> torch.Tensor:
         """Squared Mahalanobis distance (summed over channels) of the pooled features f (B, C, h, w)
-        from one component: (B, 1, h, w)."""
+        from one component: (B, 1, h, w); t: the level's tile."""
         y = f - mean
         h, w = (int(v) for v in y.shape[2:])
-        if self.kind == "local":  # one (C, C) product per position: (P, B, C) @ (P, C, C)
-            z = torch.matmul(y.permute(2, 3, 0, 1).reshape(h * w, -1, int(y.shape[1])), white)
-            return (z * z).sum(-1).t().reshape(-1, 1, h, w)  # (P, B) -> (B, 1, h, w)
+        if self.kind == "local":  # one (C, C) product per position (tile): (T, t^2 B, C) @ (T, C, C)
+            z = torch.matmul(tile_rows(y, t), white)
+            return untile((z * z).sum(-1), h, w, t)
         z = F.conv2d(y, white)  # (B, C, h, w)
         return channel_sum(z * z)
 
@@ -227,10 +236,12 @@ class FeatureGaussian(nn.Module):
             for k in range(self.components):
                 mean, white = self._component(i, k, torch.float64)
                 if self.kind == "local":  # log det of the inverse covariance per position, (1, 1, h, w)
-                    logdet_inv = 2.0 * torch.log(torch.diagonal(white, dim1=-2, dim2=-1)).sum(-1).view(1, 1, h, w)
+                    t = self.tile[i]
+                    logdet = 2.0 * torch.log(torch.diagonal(white, dim1=-2, dim2=-1)).sum(-1)  # per tile
+                    logdet_inv = untile(logdet[:, None].expand(-1, t * t), h, w, t)
                 else:
                     logdet_inv = 2.0 * torch.log(torch.diagonal(white[:, :, 0, 0])).sum()
-                lk = 0.5 * (logdet_inv - self._sq_distance(f, mean, white)) - math.log(self.components)
+                lk = 0.5 * (logdet_inv - self._sq_distance(f, mean, white, self.tile[i])) - math.log(self.components)
                 best = lk if best is None else torch.maximum(best, lk)
             out.append(float(best.mean()))
         return out
@@ -260,7 +271,7 @@ class FeatureGaussian(nn.Module):
             else:
                 d = None
                 for k in range(self.components):  # the nearest component at each position
-                    dk = self._sq_distance(f, *self._component(i, k, f.dtype))
+                    dk = self._sq_distance(f, *self._component(i, k, f.dtype), self.tile[i])
                     d = dk if d is None else torch.minimum(d, dk)
             out.append(d / int(f.shape[1]))
         return out
@@ -273,15 +284,41 @@ class FeatureGaussian(nn.Module):
         took 14 % of the whole graph's time in three). Equal to the per-component loop within float
         rounding (the features and m_k W_k are of the size of a few units)."""
         c, h, w = (int(v) for v in f.shape[1:])
+        t = self.tile[i]
         comps = [self._component(i, k, f.dtype) for k in range(self.components)]
-        white = torch.cat([wk for _, wk in comps], dim=2)  # (P, C, K C)
-        shift = torch.cat([torch.matmul(mk.flatten(2).permute(2, 0, 1), wk) for mk, wk in comps], dim=2)  # (P, 1, K C)
-        z = torch.matmul(f.permute(2, 3, 0, 1).reshape(h * w, -1, c), white) - shift  # (P, B, K C)
+        white = torch.cat([wk for _, wk in comps], dim=2)  # (T, C, K C)
+        shift = torch.cat([torch.matmul(tile_rows(mk, t), wk) for mk, wk in comps], dim=2)  # (T, t^2, K C)
+        z = torch.matmul(tile_rows(f, t), white)  # (T, t^2 B, K C)
+        if t > 1:  # each position's own shift, (T, t^2, B, K C) - (T, t^2, 1, K C), then a row per position
+            # again: OpenVINO took 0.69 ms for the ReduceMin below on a (T, t^2, B, K) tensor, 0.04 on (P, B, K)
+            kc = shift.shape[2]
+            z = (z.reshape(h * w // (t * t), t * t, -1, kc) - shift.unsqueeze(2)).reshape(h * w, -1, kc)
+        else:
+            z = z - shift
         # each component's sum of squares as one more product with a constant (K C, K) of blocks of ones:
         # a reduction over the innermost C (a ReduceSum) cost OpenVINO 3.5 ms at stride 4, this 0.3 ms
         blocks = torch.kron(torch.eye(self.components, dtype=f.dtype), torch.ones(c, 1, dtype=f.dtype))
-        d = torch.matmul(z * z, blocks).amin(-1)  # (P, B)
-        return d.t().reshape(-1, 1, h, w)
+        d = torch.matmul(z * z, blocks).amin(-1)  # (P, B), the positions in tile_rows' order
+        return untile(d if t == 1 else d.reshape(h * w // (t * t), -1), h, w, t)
+
+
+def tile_rows(f: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, C, h, w) -> (h w / t^2, t^2 B, C): the row vectors of each t x t tile's positions (and the
+    batch), tiles in row-major order; t = 1: (h w, B, C), a position per tile. Two 4-D transposes:
+    a 6-D one (B, C, h/t, t, w/t, t) -> (h/t, w/t, t, t, B, C) cost ONNX Runtime as much as the product
+    it feeds (0.39 ms at stride 4); the second moves blocks of t B C contiguous values."""
+    c, h, w = (int(v) for v in f.shape[1:])
+    y = f.permute(2, 3, 0, 1)  # (h, w, B, C)
+    if t > 1:  # (h/t, t, w/t, t B C) -> (h/t, w/t, t, t B C)
+        y = y.reshape(h // t, t, w // t, -1).transpose(1, 2)
+    return y.reshape(h * w // (t * t), -1, c)
+
+
+def untile(d: torch.Tensor, h: int, w: int, t: int) -> torch.Tensor:
+    """(h w / t^2, t^2 B) per-row values in tile_rows' order -> (B, 1, h, w)."""
+    if t > 1:  # (h/t, w/t, t, t B) -> (h/t, t, w/t, t B) -> (h w, B): positions in row-major order
+        d = d.reshape(h // t, w // t, t, -1).transpose(1, 2).reshape(h * w, -1)
+    return d.t().reshape(-1, 1, h, w)
 
 
 @torch.no_grad()
@@ -454,7 +491,8 @@ def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:
     levels = SPECS[cfg.backbone].levels(cfg.tap16)
     return FeatureGaussian([t.channels for t in levels],
                            [(cfg.image_size // t.stride, cfg.image_size // t.stride) for t in levels], kind=cfg.stats,
-                           pool=cfg.stats_pool, components=cfg.stats_components, used=stats_levels(cfg))
+                           pool=cfg.stats_pool, components=cfg.stats_components, used=stats_levels(cfg),
+                           tile=cfg.stats_tile)
 
 
 class HFRAE(nn.Module):

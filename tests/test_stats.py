@@ -314,6 +314,70 @@ def test_components_round_trip_and_export(tmp_path):
         ModelConfig(stats_components=9)
 
 
+@pytest.mark.parametrize("components", [1, 2])
+def test_tiled_statistics_share_a_covariance_per_tile(tmp_path, components):
+    """`stats_tile` t at a level: the t x t positions of a tile share one covariance (their sums about
+    each position's own mean, pooled), each position keeps its mean; the distance equals the direct
+    per-position computation with its tile's whitening, with one component or the nearest of several;
+    the stored matrices shrink t^2-fold and the exported graph holds no transpose above 4-D."""
+    onnx = pytest.importorskip("onnx")
+    from hfr_edge.config import NormStats
+    from hfr_edge.model import HFRAE, DeployModel
+
+    f = _correlated(60, 5, 4, 4) + torch.linspace(0, 2, 16).view(1, 1, 4, 4)
+    f[30:] -= 4.0  # two kinds of normals (two components)
+    g = FeatureGaussian([5], [(4, 4)], "local", components=components, tile=(2,))
+    g.fit([f], mix=0.0, shrink=0.0)
+    assert g.white0.shape == (4, 5, 5) and g.mean0.shape == (1, 5, 4, 4)
+    if components == 1:  # tile (0, 1): positions (0, 2), (0, 3), (1, 2), (1, 3)
+        y = (f - f.mean(0, keepdim=True))[:, :, 0:2, 2:4].permute(0, 2, 3, 1).reshape(-1, 5).double()
+        cov = y.T @ y / (4 * 59) + 5 / (60 * 16) * float(torch.diagonal(y.T @ y / (4 * 59)).mean()) * torch.eye(5)
+        w = g.white0[1].double()
+        assert torch.allclose(torch.linalg.inv(w @ w.T), cov, atol=1e-4)
+    x = _correlated(3, 5, 4, 4, seed=4)
+    (d,) = g([x])
+    ref = torch.full((3, 4, 4), float("inf"))
+    for k in range(components):
+        sfx = f"_{k}" if k else ""
+        m, w = getattr(g, f"mean0{sfx}"), getattr(g, f"white0{sfx}")
+        for i in range(4):
+            for j in range(4):
+                z = (x[:, :, i, j] - m[0, :, i, j]) @ w[(i // 2) * 2 + j // 2]
+                ref[:, i, j] = torch.minimum(ref[:, i, j], (z * z).sum(-1) / 5)
+    assert torch.allclose(d[:, 0], ref, rtol=1e-4, atol=1e-4)
+    assert all(np.isfinite(g.log_likelihood([x])))
+
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats="local", stats_level_weights=(1.0, 0.5, 1.0),
+                      stats_tile=(2, 4, 1), stats_components=components)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["stats_tile"]
+    assert ModelConfig.from_dict(old).stats_tile == (1, 1, 1)
+    model = HFRAE(cfg, pretrained=False).eval()
+    assert model.gauss.white0.shape == (64, 24, 24) and model.gauss.white1.shape == (4, 40, 40)
+    model.gauss.fit([torch.randn(12, c, 64 // s, 64 // s) + (torch.arange(12) % 2).view(-1, 1, 1, 1) * 4
+                     for c, s in ((24, 4), (40, 8), (112, 16))])
+    from hfr_edge.checkpoint import load_deploy_model, save_checkpoint
+    from hfr_edge.export.onnx_export import export_onnx
+
+    ckpt = save_checkpoint(tmp_path / "c.pt", model, NormStats(threshold=1.0, low=0.0), {"final_loss": 0.0})
+    img = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = DeployModel(model, NormStats(threshold=1.0, low=0.0))(img)[0]
+        assert torch.allclose(load_deploy_model(ckpt)[0](img)[0], want)
+    export_onnx(str(ckpt), str(tmp_path / "t.onnx"), batch="dynamic")  # the TensorRT allow-list holds
+    graph = onnx.load(str(tmp_path / "t.onnx"))
+    assert all(len(next(a.ints for a in n.attribute if a.name == "perm")) <= 4
+               for n in graph.graph.node if n.op_type == "Transpose")
+    ort = pytest.importorskip("onnxruntime")
+    got = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"image": img.numpy()})[0]
+    assert np.allclose(got, want.numpy(), rtol=1e-3, atol=1e-3)
+    for bad in ((3, 1, 1), (1, 1, 4), (2, 1)):  # 4 does not divide the stride-16 grid at 96 px (6 x 6)
+        with pytest.raises(HfrError, match="--stats-tile"):
+            ModelConfig(image_size=96, stats_tile=bad)
+
+
 def test_held_out_likelihood_prefers_the_components_the_normals_have():
     """Held-out normals of two kinds are likelier under two components, of one kind under one: the
     criterion `--stats-components auto` chooses by."""
@@ -367,7 +431,10 @@ def test_bad_statistics_options_fail_in_one_line(tmp_path):
     out = tmp_path / "c.pt"
     for opt, value, line in (("--stats-components", "many", "--stats-components 'many' must be auto or a count from 1 to 8"),
                              ("--stats-pool", "1,2,1", "--stats-pool 1,2,1 must be three of 1 (none), 3, 5 (strides 4, "
-                                                       "8, 16; e.g. 1,1,3)")):
+                                                       "8, 16; e.g. 1,1,3)"),
+                             ("--stats-tile", "3,1,1", "--stats-tile 3,1,1 must be three of 1 (a covariance per "
+                                                       "position), 2, 4, each dividing its level's grid at --image-size "
+                                                       "256 (strides 4, 8, 16; e.g. 2,1,1)")):
         r = subprocess.run([sys.executable, "-m", "hfr_edge", "train", str(tmp_path), "-o", str(out), opt, value],
                            capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.strip() == f"hfr-edge: error: {line}", r.stderr

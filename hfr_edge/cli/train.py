@@ -56,6 +56,10 @@ def train_command(
     stats_pool: Annotated[Optional[str], typer.Option(help="Per level (strides 4, 8, 16), average the statistics' "
                                                            "features over k x k neighbours first (1: none, 3, 5), "
                                                            "e.g. 3,3,1; default: the preset's, else the product's")] = None,
+    stats_tile: Annotated[Optional[str], typer.Option(help="Per level (strides 4, 8, 16), the t x t positions that "
+                                                           "share one covariance of the local statistics (1: one per "
+                                                           "position, 2, 4), e.g. 2,1,1; default: the preset's, else "
+                                                           "the product's")] = None,
     stats_components: Annotated[Optional[str], typer.Option(help="Gaussians per level, each fitted on one group of "
                                                                  "the training images (k-means), the nearest one scoring: "
                                                                  "auto (1, 2 or 3, whichever gives the held-out normals the "
@@ -83,6 +87,7 @@ def train_command(
     stats3 = None if stats_level_weights is None else parse_triple(stats_level_weights, "--stats-level-weights", float)
     widths = None if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
     pool3 = None if stats_pool is None else parse_triple(stats_pool, "--stats-pool", int)
+    tile3 = None if stats_tile is None else parse_triple(stats_tile, "--stats-tile", int)
     comps = None if stats_components is None else parse_components(stats_components)
     if weights3 is not None and stats3 is None:  # one weight per level for both terms, as asked
         stats3 = weights3
@@ -91,7 +96,8 @@ def train_command(
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
                                 ("stats_level_weights", stats3), ("decoder_widths", widths),
-                                ("stats_pool", pool3), ("stats_components", comps)) if v is not None}
+                                ("stats_pool", pool3), ("stats_tile", tile3), ("stats_components", comps))
+              if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
                           "bottleneck": bottleneck,
                           "tap16": tap16, **({"score": score} if score in SCORES else {}), **chosen, **aligned})
