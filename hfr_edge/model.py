@@ -128,6 +128,9 @@ class FeatureGaussian(nn.Module):
     decoder cannot reconstruct a texture, the texture's statistics still say what is normal, at the
     cost of one 1x1 convolution per level ("local": one (C, C) product per position).
 
+    `tile` (per level, "local" only; `stats_tile`): the t x t positions that share one covariance, each
+    keeping its own mean; t^2 fewer matrices to read per frame (tile_rows / untile order the positions).
+
     `used` (one flag per level; None: all) keeps statistics only for the levels the map weighs: a
     level left out is neither fitted nor stored (bottle's part map uses stride 4 alone, and its
     checkpoint was 110 MB, 58 of them the Gaussians of strides 8 and 16)."""
