@@ -67,7 +67,8 @@ def parse_options(items) -> tuple:
                              f"{', '.join(sorted(model_f) + sorted(train_f))}")
         default = (model_f.get(key) or train_f[key]).default
         if key in OPTIONAL_TRIPLES:  # None or a triple
-            target[key] = None if text.lower() == "none" else parse_triple(text, f"--set-option {key}", float)
+            target[key] = None if text.lower() == "none" else parse_triple(
+                text, f"--set-option {key}", int if key.endswith("_tile") else float)
         elif isinstance(default, tuple):
             target[key] = parse_triple(text, f"--set-option {key}", type(default[0]))
         elif isinstance(default, bool):
@@ -97,7 +98,7 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool", "stats_tile",
                  "stats_components", "sigma", "level_sigmas", "score", "aligned_level_weights",
-                 "part_level_weights", "part_residual_weights"}
+                 "part_level_weights", "part_residual_weights", "texture_stats_tile"}
 
 
 def parse_fusions(items) -> dict:
@@ -157,7 +158,7 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
         taps = _encode_all(model, d.x_train, cpu)[0]
         resolve_alignment(model, taps, d.x_train)
     need = stats_levels(model.cfg)  # the levels this fusion weighs (the trained Gaussian may lack some)
-    want = (cfg.stats, cfg.stats_pool, cfg.stats_components, cfg.stats_tile, tuple(need))
+    want = (cfg.stats, cfg.stats_pool, cfg.stats_components, model.cfg.stats_tile, tuple(need))  # tiles as chosen
     same = want[:4] == kind and trained.gauss is not None and all(u or not n for u, n in zip(trained.gauss.used, need))
     if cfg.stats == "none":
         model.gauss = None

@@ -197,7 +197,8 @@ def alignment_kind(ratio: float, part: bool = True) -> str:
 def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
     """ModelConfig.aligned_level_weights / part_level_weights: from the training images' cached
     stride-8 features, aligned images take the aligned statistics weights, one part at one place the
-    part's and its residual weights (`part_residual_weights`; model.cfg records them); returns what was
+    part's and its residual weights (`part_residual_weights`), a texture `texture_stats_tile` (model.cfg
+    records them); returns what was
     measured and chosen, for the training summary ({} where the config asks for no such choice).
     `images` (the training images) let the measure leave out what none of them shows (letterbox bars)."""
     import dataclasses
@@ -213,8 +214,11 @@ def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
         model.cfg = dataclasses.replace(cfg, stats_level_weights=tuple(chosen))
     if kind == "part" and cfg.part_residual_weights is not None:
         model.cfg = dataclasses.replace(model.cfg, level_weights=tuple(cfg.part_residual_weights))
+    if kind == "texture" and cfg.texture_stats_tile is not None:
+        model.cfg = dataclasses.replace(model.cfg, stats_tile=tuple(cfg.texture_stats_tile))
     return {"alignment_ratio": round(ratio, 4), "aligned": kind != "texture", "kind": kind,
-            "stats_level_weights": list(model.cfg.stats_weights), "level_weights": list(model.cfg.level_weights)}
+            "stats_level_weights": list(model.cfg.stats_weights), "level_weights": list(model.cfg.level_weights),
+            "stats_tile": list(model.cfg.stats_tile)}
 
 
 MIN_GROUP = 8  # training images per component at least
@@ -412,9 +416,12 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
         part = f", a part from {PART_RATIO:g}" if mcfg.part_level_weights is not None else ""
         residual = (f", the residual's {','.join(f'{w:g}' for w in chosen['level_weights'])}"
                     if chosen["kind"] == "part" and mcfg.part_residual_weights is not None else "")
+        tiles = (f", covariances shared by tiles of {','.join(map(str, chosen['stats_tile']))}"
+                 if chosen["kind"] == "texture" and mcfg.texture_stats_tile is not None else "")
+        options = ["--stats-level-weights"] + (["--level-weights"] if residual else []) + (["--stats-tile"] if tiles else [])
         console.say(f"statistics: the training images read as {kind} (alignment {chosen['alignment_ratio']:.3g}; "
-                    f"aligned from {ALIGNED_RATIO:g}{part}): level weights {weights}{residual} "
-                    f"(--stats-level-weights{' and --level-weights' if residual else ''} set them)")
+                    f"aligned from {ALIGNED_RATIO:g}{part}): level weights {weights}{residual}{tiles} "
+                    f"({', '.join(options[:-1]) + ' and ' + options[-1] if len(options) > 1 else options[0]} set them)")
     return stats, summary
 
 

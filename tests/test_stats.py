@@ -136,8 +136,8 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
     assert preset_fields("paper") == {"stats": "none", "score": "max", "level_weights": (0.25, 1.0, 1.0),
                                       "stats_level_weights": None, "aligned_level_weights": None,
                                       "part_level_weights": None, "part_residual_weights": None,
-                                      "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
-                                      "decoder_widths": (256, 128, 64), "level_sigmas": None}
+                                      "texture_stats_tile": None, "decoder": "dense", "decoder_convs": 1,
+                                      "up_kernel": 4, "decoder_widths": (256, 128, 64), "level_sigmas": None}
     assert preset_fields(None) == {}
     assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "local",
                                                                            "light": "position"}
@@ -482,6 +482,7 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     got = resolve_alignment(m, placed)
     assert got["aligned"] and got["kind"] == "part" and got["alignment_ratio"] >= PART_RATIO
     assert m.cfg.stats_level_weights == (1.0, 0.0, 0.0) and got["stats_level_weights"] == [1.0, 0.0, 0.0]
+    assert m.cfg.stats_tile == (1, 1, 1)  # a part keeps a covariance per position
     # a part also takes its residual weights: the stride-8 residual beside the stride-16 one
     assert m.cfg.level_weights == (0.0, 2.0, 1.0) and got["level_weights"] == [0.0, 2.0, 1.0]
     # the measure pools the stride-8 features 3x3 whatever the statistics' pooling
@@ -491,14 +492,19 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     got = resolve_alignment(m, aligned)
     assert got["aligned"] and got["kind"] == "aligned" and ALIGNED_RATIO <= got["alignment_ratio"] < PART_RATIO
     assert m.cfg.stats_level_weights == (0.0, 1.0, 1.0)
+    assert m.cfg.stats_tile == (1, 1, 1) and got["stats_tile"] == [1, 1, 1]  # aligned keeps a covariance per position
     m = SimpleNamespace(cfg=cfg)
     got = resolve_alignment(m, texture)
     assert not got["aligned"] and got["kind"] == "texture" and m.cfg.stats_level_weights == (0.0, 0.5, 1.0)
     assert got["stats_level_weights"] == [0.0, 0.5, 1.0]
+    # a texture shares each covariance at strides 8 and 16 by 2 x 2 positions (texture_stats_tile)
+    assert cfg.texture_stats_tile == (1, 2, 2) and m.cfg.stats_tile == (1, 2, 2) and got["stats_tile"] == [1, 2, 2]
+    m = SimpleNamespace(cfg=dataclasses.replace(cfg, texture_stats_tile=None, stats_tile=(2, 1, 1)))
+    assert resolve_alignment(m, texture)["stats_tile"] == [2, 1, 1] and m.cfg.stats_tile == (2, 1, 1)
     # part weights None: a part takes the aligned weights
     m = SimpleNamespace(cfg=dataclasses.replace(cfg, part_level_weights=None))
     got = resolve_alignment(m, placed)
-    assert got["kind"] == "aligned" and m.cfg.stats_level_weights == (0.0, 1.0, 1.0)
+    assert got["kind"] == "aligned" and m.cfg.stats_level_weights == (0.0, 1.0, 1.0) and m.cfg.stats_tile == (1, 1, 1)
     assert m.cfg.level_weights == (0.0, 0.0, 1.0)  # aligned and texture keep the residual's weights
     # part residual weights None: a part keeps the residual's weights
     m = SimpleNamespace(cfg=dataclasses.replace(cfg, part_residual_weights=None))
@@ -513,6 +519,7 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
     # an older checkpoint's config has none
     old = ModelConfig.from_dict({"backbone": "efficientnet_lite0", "image_size": 64})
     assert old.aligned_level_weights is None and old.part_level_weights is None and old.part_residual_weights is None
+    assert old.texture_stats_tile is None and cfg.to_dict()["texture_stats_tile"] == [1, 2, 2]
     round_trip = ModelConfig.from_dict(cfg.to_dict())
     assert round_trip == cfg and cfg.to_dict()["aligned_level_weights"] == [0.0, 1.0, 1.0]
     assert cfg.to_dict()["part_level_weights"] == [1.0, 0.0, 0.0]
@@ -521,6 +528,8 @@ def test_aligned_training_images_take_the_aligned_statistics_weights():
         ModelConfig(part_level_weights=(1.0, -1.0, 0.0))
     with pytest.raises(HfrError, match="part residual weights"):
         ModelConfig(part_residual_weights=(0.0, 2.0))
+    with pytest.raises(HfrError, match="texture stats tile 1,3,2 must be"):
+        ModelConfig(texture_stats_tile=(1, 3, 2))
 
 
 def test_letterbox_bars_do_not_make_a_texture_aligned():

@@ -42,6 +42,8 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
         "texture": [0.0, 0.5, 1.0], "aligned": [0.0, 1.0, 1.0], "part": [1.0, 0.0, 0.0]}[kind]
     assert c["level_weights"] == [0.0, 0.0, 1.0] and c["aligned_level_weights"] == [0.0, 1.0, 1.0]
     assert c["part_level_weights"] == [1.0, 0.0, 0.0]
+    # a texture's covariances shared by 2 x 2 positions at strides 8 and 16, a covariance per position elsewhere
+    assert c["stats_tile"] == a["stats_tile"] == ([1, 2, 2] if kind == "texture" else [1, 1, 1])
     assert c["decoder_widths"] == [128, 64, 32]
     assert c["score"] == "top"  # a folder of defects: the mean of the map's highest 1 %
 

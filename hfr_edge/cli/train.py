@@ -93,6 +93,8 @@ def train_command(
         stats3 = weights3
     # weights given: no choice by alignment
     aligned = {} if stats3 is None else NO_ALIGNMENT_CHOICE
+    if tile3 is not None:  # tiles given: the same on every kind of surface
+        aligned = {**aligned, "texture_stats_tile": None}
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
                                 ("stats_level_weights", stats3), ("decoder_widths", widths),
