@@ -378,7 +378,7 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
                      weights: Optional[str] = None, view=None) -> Tuple[NormStats, dict]:
     """`hfr-edge train`: open the dataset, fit on its normal images, write the checkpoint to `output`.
     score "auto" picks the image score from the dataset's format (auto_score); else mcfg.score stands.
-    `view` (base.view.View): where in each image the model looks; default: the whole image, letterboxed."""
+    `view` (base.view.View): where in each image the model looks; default: the whole image, squashed."""
     from .base.view import View
     from .checkpoint import save_checkpoint
     from .data import ONE_CLASS_FORMATS, open_dataset

@@ -1,5 +1,5 @@
 """Dataset items through a view (base/view.py): the model inputs training learns from (a region of
-interest, letterboxed, cut into tiles), and evaluation's per-image scores and region maps, tiles
+interest, squashed or letterboxed, cut into tiles), and evaluation's per-image scores and region maps, tiles
 stitched back. The same View.inputs the runtime uses, so what is trained is what deploys. No torch.
 """
 

@@ -15,7 +15,7 @@ from hfr_edge.base.view import LEGACY, PAD, View, fit_square, parse_roi, parse_t
 
 cv2 = pytest.importorskip("cv2")
 
-ROI = (4, 8, 56, 40)  # x, y, w, h on the 64x64 synthetic images: not square, so letterboxed
+ROI = (4, 8, 56, 40)  # x, y, w, h on the 64x64 synthetic images: not square, letterboxed by roi_ckpt
 
 
 def test_letterbox_keeps_the_shape_and_unfit_undoes_it():
@@ -32,6 +32,17 @@ def test_letterbox_keeps_the_shape_and_unfit_undoes_it():
     amap[16:48] = 1.0  # 1 over the picture, 0 over the bars
     back = unfit(amap, (80, 40), (80, 40), "letterbox")
     assert back.shape == (40, 80) and np.allclose(back, 1.0)
+
+
+def test_the_default_squashes_as_the_suite_measures():
+    """A new model squashes a region that is not square (measured best on parts and textures), and
+    the view's input is then the one the benchmarks' loader (data.load_items) gives."""
+    from hfr_edge.base.images import preprocess
+
+    rgb = np.random.default_rng(0).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    assert View().aspect == "squash" and View.from_dict(View().to_dict()) == View()
+    assert np.array_equal(preprocess(View().inputs(rgb, 64), 64), preprocess([rgb], 64))
+    assert not np.array_equal(View(aspect="letterbox").inputs(rgb, 64)[0], View().inputs(rgb, 64)[0])
 
 
 def test_region_outside_the_frame_is_one_line():
@@ -66,7 +77,7 @@ def roi_ckpt(syn_data, tmp_path_factory):
     pytest.importorskip("torch")
     out = tmp_path_factory.mktemp("roi") / "ckpt.pt"
     r = _hfr("train", syn_data, "-o", out, "--epochs", "2", "--image-size", "64", "--batch-size", "4",
-             "--decoder-widths", "32,16,8", "--roi", ",".join(map(str, ROI)))
+             "--decoder-widths", "32,16,8", "--roi", ",".join(map(str, ROI)), "--aspect", "letterbox")
     assert r.returncode == 0, r.stderr
     return out
 

@@ -2,9 +2,13 @@
 runtime, and stored in every artifact so the device crops what training cropped.
 
 - region of interest: `roi` (x, y, w, h) in pixels of the source frame; None: the whole frame.
-- aspect: a region that is not square becomes the square model input by "letterbox" (scaled to
-  fit, centred, padded with grey: the part keeps its shape) or "squash" (stretched, as hfr-edge did
-  before views existed). For a square region both give the same input.
+- aspect: a region that is not square becomes the square model input by "squash" (stretched: the
+  default, as before views existed; it keeps every pixel row and column of the region) or "letterbox"
+  (scaled to fit, centred, padded with grey: the part keeps its shape, at fewer pixels). For a square
+  region both give the same input. Squash won where it was measured (README.md, "Benchmarks"): grey
+  bars that differ between images (crops of several aspect ratios) make a texture's per-position
+  statistics half bar, half texture (gravel image AUROC 0.89 -> 0.75), and on one part through one
+  3:2 region squash kept AUPRO 0.005 higher.
 - tiles (rows, cols): the region cut into overlapping tiles, each its own model input, so small
   defects keep their pixels on a large frame; the tile maps are stitched back with the overlaps
   cross-faded, and the frame's score is the largest tile score.
@@ -23,7 +27,7 @@ import numpy as np
 from .errors import HfrError
 from .images import cv2_module, resize_to, to_rgb_uint8
 
-ASPECTS = ("letterbox", "squash")
+ASPECTS = ("squash", "letterbox")
 PAD = 128  # grey of the letterbox bars (uint8): the same in training and at run time
 MAX_TILES = 16  # per side
 Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, end exclusive
@@ -35,7 +39,7 @@ CARRIED_KEYS = ("view", "reference")
 @dataclass(frozen=True)
 class View:
     roi: Optional[Tuple[int, int, int, int]] = None  # x, y, w, h in source-frame pixels; None: whole frame
-    aspect: str = "letterbox"  # letterbox | squash
+    aspect: str = "squash"  # squash | letterbox
     tiles: Tuple[int, int] = (1, 1)  # rows, columns
     overlap: float = 0.25  # share of a tile's width (height) it shares with its neighbour
 

@@ -73,8 +73,10 @@ def train_command(
     device: Annotated[str, typer.Option(help="PyTorch device: auto | cpu | cuda")] = TrainConfig.device,
     roi: Annotated[Optional[str], typer.Option(help="Region of interest x,y,w,h in pixels of the images; stored in the "
                                                     "checkpoint, so eval, calibrate and run crop the same")] = None,
-    aspect: Annotated[str, typer.Option(help="A region that is not square becomes the model input by: letterbox "
-                                             "(scaled to fit, grey bars: the part keeps its shape) | squash (stretched)")] = "letterbox",
+    aspect: Annotated[str, typer.Option(help="A region that is not square becomes the model input by: squash "
+                                             "(stretched, every pixel row and column kept; measured best on parts and "
+                                             "textures) | letterbox (scaled to fit on grey bars: the shape kept, at "
+                                             "fewer pixels)")] = "squash",
     tiles: Annotated[str, typer.Option(help="Cut the region into RxC overlapping tiles, each a model input, for small "
                                             "defects on large frames, e.g. 2x2; the frame's score is its largest tile score")] = "1x1",
     overlap: Annotated[float, typer.Option(help="Share of a tile it shares with its neighbour (--tiles)")] = 0.25,

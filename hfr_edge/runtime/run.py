@@ -3,7 +3,7 @@ windows, videos, JSONL, anomaly PNGs and a summary. No torch; runs on the Jetson
 
 Each source is read in its own thread (multi.py); each tick batches the frames ready on all of them,
 every tile of each, into one inference (tiles.py, loop.py); the artifact's view says where the model
-looks (its ROI, letterbox, tiles). Outputs are checked before anything is opened (outputs.py). A
+looks (its ROI, aspect, tiles). Outputs are checked before anything is opened (outputs.py). A
 source that fails is left behind while the others go on. The first Ctrl-C or SIGTERM stops the loop
 cleanly (videos finalised, JSONL flushed, summary written); a second one interrupts at once.
 """
