@@ -198,8 +198,8 @@ def resolve_alignment(model, taps, images: Optional[np.ndarray] = None) -> dict:
     """ModelConfig.aligned_level_weights / part_level_weights: from the training images' cached
     stride-8 features, aligned images take the aligned statistics weights, one part at one place the
     part's and its residual weights (`part_residual_weights`), a texture `texture_stats_tile` (model.cfg
-    records them); returns what was
-    measured and chosen, for the training summary ({} where the config asks for no such choice).
+    records them); returns what was measured and chosen, for the training summary ({} where the config
+    asks for no such choice).
     `images` (the training images) let the measure leave out what none of them shows (letterbox bars)."""
     import dataclasses
 
