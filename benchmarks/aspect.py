@@ -1,12 +1,14 @@
 """Squash or letterbox: how a region that is not square becomes the model input, measured as a user
 runs it (`hfr-edge train DATA --aspect A --seed S`, then `hfr-edge eval`), on images of several
-aspect ratios (the texture suite's crops: square, 4:3 and 3:4) and on one part through one 3:2 region
-of interest (MVTec AD bottle, `--roi 0,85,512,342` of its 512 px frames).
+aspect ratios (the texture suite's crops: square, 4:3 and 3:4) and on one part through one region
+of interest of one aspect ratio (MVTec AD bottle's 512 px frames: `bottle-roi` 3:2, `--roi
+0,85,512,342`; `bottle-roi-16x9`, `--roi 0,112,512,288`).
 
-    python benchmarks/aspect.py [--sets gravel,brick,grass,bottle-roi] [--seeds 0] [--aspects letterbox,squash]
+    python benchmarks/aspect.py [--sets gravel,brick,grass,bottle-roi,bottle-roi-16x9] [--seeds 0]
+                                [--aspects letterbox,squash]
 
 Prints image / pixel AUROC / AUPRO per set, aspect and seed with what training read (alignment,
-kind, Gaussians), and writes benchmarks/results/aspect.json.
+kind, Gaussians), and merges the rows into benchmarks/results/aspect.json (by set, aspect and seed).
 """
 
 import argparse
@@ -17,16 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DATASETS, machine, table, write_json
+from common import DATASETS, RESULTS, machine, table, write_json
 
-ROI = "0,85,512,342"  # bottle's 512 px frames: the middle 3:2 band
+ROIS = {"bottle-roi": "0,85,512,342", "bottle-roi-16x9": "0,112,512,288"}  # bottle's 512 px frames: middle bands
 
 
 def where(name: str):
     """(data folder, extra train/eval options) of a set, or None where its data is absent."""
-    if name == "bottle-roi":
+    if name in ROIS:
         path = DATASETS / "mvtec_ad" / "bottle"
-        return (path, ["--roi", ROI]) if path.is_dir() else None
+        return (path, ["--roi", ROIS[name]]) if path.is_dir() else None
     from textures import make_textures
 
     return make_textures()[name], []
@@ -57,7 +59,7 @@ def one(name: str, aspect: str, seed: int, work: Path) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sets", default="gravel,brick,grass,bottle-roi")
+    ap.add_argument("--sets", default="gravel,brick,grass," + ",".join(ROIS))
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--aspects", default="letterbox,squash")
     args = ap.parse_args()
@@ -78,8 +80,11 @@ def main():
             ("image_auroc", "image AUROC", "{:.4f}"), ("pixel_auroc", "pixel AUROC", "{:.4f}"), ("aupro", "AUPRO", "{:.4f}"),
             ("alignment", "alignment", "{:.3g}"), ("kind", "read as", None), ("components", "Gaussians", None),
             ("train_s", "train s", "{:.0f}")]
+    key = lambda r: (r["set"], r["aspect"], r["seed"])  # noqa: E731
+    old = json.loads((RESULTS / "aspect.json").read_text())["rows"] if (RESULTS / "aspect.json").is_file() else []
+    new = {key(r) for r in rows}
     print(table(rows, cols))
-    write_json("aspect.json", {"machine": machine(), "roi": ROI, "rows": rows})
+    write_json("aspect.json", {"machine": machine(), "rois": ROIS, "rows": [r for r in old if key(r) not in new] + rows})
 
 
 if __name__ == "__main__":
