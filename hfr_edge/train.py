@@ -468,7 +468,7 @@ def fit_view(train_items, hold_items, view, mcfg: ModelConfig, tcfg: TrainConfig
     the reference of normal frames (scores, scene statistics) the drift watch compares a camera with.
     -> (model, NormStats, summary, extra for the checkpoint, kept items, skipped (key, reason))."""
     from .base import scene
-    from .viewdata import frame_scores, head, load_view_items, mixed_letterbox
+    from .viewdata import frame_scores, head, load_view_items, mixed_letterbox, squashed_note
 
     t0 = time.time()
     b = load_view_items(train_items, view, mcfg.image_size, keep_regions=not hold_items)
@@ -478,9 +478,11 @@ def fit_view(train_items, hold_items, view, mcfg: ModelConfig, tcfg: TrainConfig
                 f"{f', {len(skipped)} skipped' if skipped else ''} ({time.time() - t0:.1f} s)")
     if view.n_tiles > 1 or view.roi is not None:
         console.say(f"view: {view.describe()}: {len(b.x)} training inputs from {len(b.kept)} images")
-    mixed = mixed_letterbox(view, b.shapes + bh.shapes)
+    mixed, squashed = mixed_letterbox(view, b.shapes + bh.shapes), squashed_note(view, b.shapes + bh.shapes)
     if mixed:
         console.warn(mixed)
+    if squashed:
+        console.say(squashed)
     model, stats, summary = fit(b.x, bh.x, mcfg, tcfg, weights=weights, progress=progress)
     ref = bh if bh.kept else head(b, FALLBACK_FRAMES)
     maps, scores = normalised_outputs(model, stats, ref.x)

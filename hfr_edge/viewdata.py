@@ -105,6 +105,18 @@ def mixed_letterbox(view: View, shapes: Sequence[Tuple[int, int]]) -> Optional[s
             "(the default) stretches them instead")
 
 
+def squashed_note(view: View, shapes: Sequence[Tuple[int, int]]) -> Optional[str]:
+    """What training tells where `view` squashes regions that are not square ((h, w) frames); None else."""
+    if view.aspect != "squash":
+        return None
+    boxes = [b for h, w in shapes for b in view.boxes(h, w)]
+    off = sum(1 for x0, y0, x1, y1 in boxes if abs((x1 - x0) - (y1 - y0)) > 0.02 * max(x1 - x0, y1 - y0))
+    if not off:
+        return None
+    return (f"view: {off} of {len(boxes)} regions are not square: squashed into the square input (--aspect letterbox "
+            "keeps their shape on grey bars)")
+
+
 def split_frames(values: np.ndarray, counts: Sequence[int]) -> List[np.ndarray]:
     """Per-tile values (sum of counts, ...) -> one array per frame."""
     return np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []

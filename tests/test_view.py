@@ -49,13 +49,16 @@ def test_letterboxing_regions_of_several_aspect_ratios_warns():
     """Bars that fall at different places in different images cost the statistics: training warns
     where a letterboxed view meets regions of more than one aspect ratio, never where squashed or
     where every region has one shape (a camera's ROI)."""
-    from hfr_edge.viewdata import mixed_letterbox
+    from hfr_edge.viewdata import mixed_letterbox, squashed_note
 
     crops = [(45, 60), (60, 45), (60, 60), (45, 60)]  # 4:3, 3:4 and square crops of a texture
     got = mixed_letterbox(View(aspect="letterbox"), crops)
     assert "3 aspect ratios (width / height 0.75, 1.00, 1.33)" in got and "--aspect squash" in got
     assert "3 aspect ratios" in mixed_letterbox(View(aspect="letterbox"), crops + [(131, 97)])  # 0.74: one shape with 0.75
-    assert mixed_letterbox(View(), crops) is None  # squash, the default
+    assert mixed_letterbox(View(), crops) is None  # squash, the default: training says what it squashed
+    assert squashed_note(View(), crops) == ("view: 3 of 4 regions are not square: squashed into the square input "
+                                            "(--aspect letterbox keeps their shape on grey bars)")
+    assert squashed_note(View(), [(64, 64)]) is None and squashed_note(View(aspect="letterbox"), crops) is None
     assert mixed_letterbox(View(aspect="letterbox"), [(45, 60), (90, 120)]) is None  # one aspect ratio
     # one ROI on frames of two sizes: one region shape, however the frames differ
     assert mixed_letterbox(View(roi=(0, 0, 40, 30), aspect="letterbox"), [(480, 640), (60, 80)]) is None
