@@ -207,18 +207,20 @@ class ModelConfig:
         if len(self.stats_pool) != 3 or not set(self.stats_pool) <= {1, 3, 5}:
             raise HfrError(f"--stats-pool {','.join(map(str, self.stats_pool))} must be three of 1 (none), 3, 5 "
                            "(strides 4, 8, 16; e.g. 1,1,3)")
-        if len(self.stats_tile) != 3 or not set(self.stats_tile) <= {1, 2, 4} or any(
-                (self.image_size // s) % t for s, t in zip((4, 8, 16), self.stats_tile)):
+        if not self._tiles_fit(self.stats_tile):
             raise HfrError(f"--stats-tile {','.join(map(str, self.stats_tile))} must be three of 1 (a covariance "
                            f"per position), 2, 4, each dividing its level's grid at --image-size {self.image_size} "
                            "(strides 4, 8, 16; e.g. 2,1,1)")
-        if self.texture_stats_tile is not None and (len(self.texture_stats_tile) != 3 or not set(
-                self.texture_stats_tile) <= {1, 2, 4} or any((self.image_size // s) % t for s, t in zip(
-                (4, 8, 16), self.texture_stats_tile))):
+        if self.texture_stats_tile is not None and not self._tiles_fit(self.texture_stats_tile):
             raise HfrError(f"texture stats tile {','.join(map(str, self.texture_stats_tile))} must be three of 1, 2, "
                            f"4, each dividing its level's grid at --image-size {self.image_size} (e.g. 1,2,2)")
         if not 0 <= self.stats_components <= 8:
             raise HfrError(f"--stats-components {self.stats_components} must be auto (0) or between 1 and 8")
+
+    def _tiles_fit(self, tile) -> bool:
+        """Three statistics tiles of 1, 2 or 4, each dividing its level's grid (strides 4, 8, 16)."""
+        return len(tile) == 3 and set(tile) <= {1, 2, 4} and not any(
+            (self.image_size // s) % t for s, t in zip((4, 8, 16), tile))
 
     @property
     def stats_weights(self) -> Tuple[float, ...]:
