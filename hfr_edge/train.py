@@ -478,7 +478,8 @@ def fit_view(train_items, hold_items, view, mcfg: ModelConfig, tcfg: TrainConfig
                 f"{f', {len(skipped)} skipped' if skipped else ''} ({time.time() - t0:.1f} s)")
     if view.n_tiles > 1 or view.roi is not None:
         console.say(f"view: {view.describe()}: {len(b.x)} training inputs from {len(b.kept)} images")
-    mixed, squashed = mixed_letterbox(view, b.shapes + bh.shapes), squashed_note(view, b.shapes + bh.shapes)
+    shapes = b.shapes + bh.shapes
+    mixed, squashed = mixed_letterbox(view, shapes), squashed_note(view, shapes)
     if mixed:
         console.warn(mixed)
     if squashed:

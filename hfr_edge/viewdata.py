@@ -6,7 +6,7 @@ stitched back. The same View.inputs the runtime uses, so what is trained is what
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -87,6 +87,11 @@ def load_view_items(items: Sequence, view: View, size: int, with_masks: bool = F
                      regions if keep_regions else None)
 
 
+def _region_sizes(view: View, shapes: Iterable[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """(w, h) of every model region (each tile) of frames of these (h, w) shapes."""
+    return [(x1 - x0, y1 - y0) for h, w in shapes for x0, y0, x1, y1 in view.boxes(h, w)]
+
+
 def mixed_letterbox(view: View, shapes: Sequence[Tuple[int, int]]) -> Optional[str]:
     """A warning where `view` letterboxes regions of several aspect ratios ((h, w) frames): their grey
     bars fall at different places in different inputs, and the per-position statistics there learn
@@ -94,7 +99,7 @@ def mixed_letterbox(view: View, shapes: Sequence[Tuple[int, int]]) -> Optional[s
     if view.aspect != "letterbox":
         return None
     ratios: List[float] = []
-    for r in sorted({(x1 - x0) / (y1 - y0) for h, w in set(shapes) for x0, y0, x1, y1 in view.boxes(h, w)}):
+    for r in sorted({rw / rh for rw, rh in _region_sizes(view, set(shapes))}):
         if not ratios or r > ratios[-1] * 1.02:  # within 2 %: bars a pixel or two apart, one shape
             ratios.append(r)
     if len(ratios) < 2:
@@ -109,11 +114,11 @@ def squashed_note(view: View, shapes: Sequence[Tuple[int, int]]) -> Optional[str
     """What training tells where `view` squashes regions that are not square ((h, w) frames); None else."""
     if view.aspect != "squash":
         return None
-    boxes = [b for h, w in shapes for b in view.boxes(h, w)]
-    off = sum(1 for x0, y0, x1, y1 in boxes if abs((x1 - x0) - (y1 - y0)) > 0.02 * max(x1 - x0, y1 - y0))
+    sizes = _region_sizes(view, shapes)
+    off = sum(1 for rw, rh in sizes if abs(rw - rh) > 0.02 * max(rw, rh))
     if not off:
         return None
-    return (f"view: {off} of {len(boxes)} regions are not square: squashed into the square input (--aspect letterbox "
+    return (f"view: {off} of {len(sizes)} regions are not square: squashed into the square input (--aspect letterbox "
             "keeps their shape on grey bars)")
 
 
