@@ -22,6 +22,10 @@ from pathlib import Path
 from common import DATASETS, RESULTS, machine, table, write_json
 
 ROIS = {"bottle-roi": "0,85,512,342", "bottle-roi-16x9": "0,112,512,288"}  # bottle's 512 px frames: middle bands
+COLS = [("set", "set", None), ("aspect", "aspect", None), ("seed", "seed", None),
+        ("image_auroc", "image AUROC", "{:.4f}"), ("pixel_auroc", "pixel AUROC", "{:.4f}"), ("aupro", "AUPRO", "{:.4f}"),
+        ("alignment", "alignment", "{:.3g}"), ("kind", "read as", None), ("components", "Gaussians", None),
+        ("train_s", "train s", "{:.0f}")]
 
 
 def where(name: str):
@@ -72,18 +76,11 @@ def main():
             for seed in (int(s) for s in args.seeds.split(",")):
                 for aspect in args.aspects.split(","):
                     rows.append(one(name, aspect, seed, Path(tmp)))
-                    print(table(rows[-1:], [(k, k, f) for k, f in (("set", None), ("aspect", None), ("seed", None),
-                          ("image_auroc", "{:.4f}"), ("pixel_auroc", "{:.4f}"), ("aupro", "{:.4f}"),
-                          ("alignment", "{:.3g}"), ("kind", None), ("components", None), ("train_s", "{:.0f}"))]),
-                          file=sys.stderr, flush=True)
-    cols = [("set", "set", None), ("aspect", "aspect", None), ("seed", "seed", None),
-            ("image_auroc", "image AUROC", "{:.4f}"), ("pixel_auroc", "pixel AUROC", "{:.4f}"), ("aupro", "AUPRO", "{:.4f}"),
-            ("alignment", "alignment", "{:.3g}"), ("kind", "read as", None), ("components", "Gaussians", None),
-            ("train_s", "train s", "{:.0f}")]
+                    print(table(rows[-1:], COLS), file=sys.stderr, flush=True)
     key = lambda r: (r["set"], r["aspect"], r["seed"])  # noqa: E731
     old = json.loads((RESULTS / "aspect.json").read_text())["rows"] if (RESULTS / "aspect.json").is_file() else []
     new = {key(r) for r in rows}
-    print(table(rows, cols))
+    print(table(rows, COLS))
     write_json("aspect.json", {"machine": machine(), "rois": ROIS, "rows": [r for r in old if key(r) not in new] + rows})
 
 
