@@ -170,14 +170,15 @@ class FeatureGaussian(nn.Module):
 
     @torch.no_grad()
     def fit(self, levels: Sequence[torch.Tensor], shrink: float = 0.01, mix: float = LOCAL_MIX,
-            min_group: int = 2) -> None:
+            min_group: int = 2, group_by: Optional[torch.Tensor] = None) -> None:
         """levels: encoder features of the training images, (N, C, h, w) per level; every covariance
         shrunk towards a multiple of the identity by `shrink`, or by channels / samples where that is
         more (a level of 112 channels seen at 160 positions in all: 0.7; bottle's: 112 / 48,000, so
         0.01; for "local" the samples are the level's, after the mix with the level's covariance).
         With several components the images are first grouped (k-means on the deepest level's mean
-        feature) and each group gets its own Gaussian."""
-        groups = image_groups(levels[-1], self.components, min_group)
+        feature; `group_by`: other features of the same images to group them by) and each group gets its
+        own Gaussian."""
+        groups = image_groups(levels[-1] if group_by is None else group_by, self.components, min_group)
         for i, f in enumerate(levels):
             if not self.used[i]:
                 continue

@@ -28,13 +28,15 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
                     eval_data: Optional[str] = None, report: bool = True, log: Optional[TextIO] = None,
                     eval_format: str = "auto", eval_normal_class: Optional[str] = None,
                     eval_test: Optional[str] = None, target: str = DEFAULT_TARGET, speed: bool = True,
-                    roi: Optional[str] = None) -> Path:
+                    roi: Optional[str] = None, refit: Optional[str] = None) -> Path:
     """Make `<stem>.int8.onnx` (`target` cpu: `<stem>.int8cpu.onnx`) (+ JSON) from frames of `images`
     and, with `report`, `<stem>.int8[cpu].calib.json`: fp32 vs int8 on the frames held out of
     calibration (none when `eval_data` is given), with `eval_data` on its test set (`eval_test`: the
     test folder of a folder dataset), and for the cpu target (with `speed`, where OpenVINO is
     installed) its speed against the fp32 graph on ONNX Runtime. Frames are cut as the graph's view
-    says (`roi` replacing its ROI). Returns the int8 graph's path."""
+    says (`roi` replacing its ROI). `refit`: the checkpoint the graph was exported from; every encoder
+    layer int8 and the statistics refitted on the int8 graph's features (refit_calibrate). Returns the
+    int8 graph's path."""
     from .calib.calibrate import calibrate, check_source, holdout_split  # noqa: PLC0415 - onnx
     from .calib.frames import collect_frames  # noqa: PLC0415
     from .compare import (compare_frames, compare_on_dataset, int8_provider, print_comparison,  # noqa: PLC0415
@@ -45,14 +47,19 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     src, out, meta = check_source(onnx_path, out_path, method, target)  # before reading any frame
     frames, _ = collect_frames(images, n, warn=lambda m: console.warn(m, log))
     cal, hold = holdout_split(len(frames), keep_out=not eval_data)
-    out = calibrate(src, [frames[i] for i in cal], out, method, source=str(images), log=log, target=target, roi=roi)
+    if refit:
+        out = refit_calibrate(src, meta, [frames[i] for i in cal], out, method, target, refit, str(images), roi, log)
+    else:
+        out = calibrate(src, [frames[i] for i in cal], out, method, source=str(images), log=log, target=target,
+                        roi=roi)
     if report:
         provider8 = int8_provider(target)
         if target == "cpu" and provider8 != "openvino":
             console.warn("openvino is not installed: the cpu int8 graph is judged on ONNX Runtime and its speed "
                          "not measured (pip install openvino)", log)
         rep = {"model": str(src), "int8": str(out), "method": method, "target": target,
-               "calibration_frames": len(cal), "int8_provider": provider8}
+               "calibration_frames": len(cal), "int8_provider": provider8,
+               "early_layers": "int8, statistics refitted on them" if refit else "float"}
         if hold:
             view = view_for(meta.extra.get("view"), roi, str(src))
             rep["holdout"] = compare_frames(str(src), str(out), view_inputs([frames[i] for i in hold], view, meta.image_size),
@@ -67,3 +74,89 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
         print_comparison(rep, log)
         console.say(f"wrote {rpath}", log)
     return out
+
+
+def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str, ckpt: str, source: str,
+                    roi: Optional[str] = None, log: Optional[TextIO] = None) -> Path:
+    """The int8 graph with every encoder layer int8: the statistics read features whose int8 rounding
+    their whitening would magnify (a part's map loses 0.02 pixel AUROC with the early layers int8),
+    so they are fitted again on the features the int8 graph computes for the calibration frames (normal
+    images), the checkpoint `ckpt` (the one `src` was exported from) exported again with them and
+    quantized with the same frames, whose encoder ranges do not change. Bottle: int8 against fp32
+    0.0001 pixel AUROC / AUPRO, the cpu graph 1.89x -> 2.03x ONNX Runtime fp32 (README.md, Speed)."""
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    import onnx  # noqa: PLC0415
+
+    from .calib.calibrate import calibrate, holdout_split  # noqa: PLC0415
+    from .calib.qdq import stats_inputs  # noqa: PLC0415
+    from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: PLC0415
+    from .compare import int8_provider  # noqa: PLC0415
+    from .config import NormStats  # noqa: PLC0415
+    from .export.onnx_export import export_onnx  # noqa: PLC0415
+    from .train import refit_statistics  # noqa: PLC0415
+
+    ck = load_checkpoint(ckpt)
+    model = model_from_checkpoint(ck, ckpt)
+    if model.cfg.to_dict() != meta.model or NormStats.from_dict(ck["norm"]).to_dict() != meta.norm:
+        raise HfrError(f"--refit {ckpt}: not the checkpoint {src} was exported from (its model or normalisation "
+                       f"differs); give that checkpoint, or calibrate without --refit")
+    if model.gauss is None:
+        raise HfrError(f"--refit {ckpt}: its map has no feature statistics to refit (stats none); "
+                       f"calibrate without --refit")
+    x = view_inputs(list(frames), view_for(meta.extra.get("view"), roi, str(src)), meta.image_size)
+    console.say(f"refitting the statistics on the int8 graph's features of {len(x)} frames (--refit {ckpt})", log)
+    fp32 = onnx.load(str(src), load_external_data=False)
+    names, opset = stats_inputs(fp32), max(o.version for o in fp32.opset_import if o.domain in ("", "ai.onnx"))
+    quiet = io.StringIO()  # the passes through temporary files say nothing of them
+    with tempfile.TemporaryDirectory(prefix="hfr-refit-") as td, contextlib.redirect_stdout(quiet):
+        first = calibrate(src, frames, Path(td) / "all.onnx", method, source=source, target=target, roi=roi,
+                          early_float=False, log=quiet)
+        tapped = onnx.load(str(first))
+        tapped.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
+        onnx.save(tapped, str(Path(td) / "tapped.onnx"))
+        sides = {meta.image_size // s: lvl for lvl, s in enumerate((4, 8, 16))}
+        levels = [None, None, None]
+        for v in graph_values(Path(td) / "tapped.onnx", x, names, int8_provider(target)):
+            levels[sides[v.shape[-1]]] = v
+        fit, ref = holdout_split(len(x))  # fitted on 4 in 5 frames, each level's scale on the fifth, as training
+        refit_statistics(model, [None if v is None else v[fit] for v in levels], x[fit],
+                         [None if v is None else v[ref] for v in levels])
+        again = save_checkpoint(Path(td) / Path(ckpt).name, model, NormStats.from_dict(ck["norm"]), ck["train"])
+        fp = export_onnx(str(again), str(Path(td) / "refit.onnx"), opset=opset, batch=meta.extra.get("batch", "dynamic"))
+        out = calibrate(fp, frames, out, method, source=source, target=target, roi=roi, early_float=False, log=quiet)
+    console.say(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): every layer int8, statistics refitted", log)
+    return out
+
+
+def graph_values(path: Path, x, names, provider: str) -> list:
+    """The values of the tensors `names` for images x (N, 3, S, S) in the graph at `path`, run on
+    OpenVINO (`provider` "openvino") or ONNX Runtime's CPU provider; a fixed batch is filled up."""
+    import numpy as np  # noqa: PLC0415
+
+    from .base.contract import INPUT_NAME  # noqa: PLC0415
+
+    if provider == "openvino":
+        import openvino as ov  # noqa: PLC0415
+
+        core = ov.Core()
+        net = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        outs = [next(o for o in net.outputs if n in o.get_names()) for n in names]
+        fixed = net.input(0).get_partial_shape()[0]
+        b = fixed.get_length() if fixed.is_static else 8
+        run = lambda chunk: [net(chunk)[o] for o in outs]  # noqa: E731
+    else:
+        import onnxruntime as ort  # noqa: PLC0415
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        dim = sess.get_inputs()[0].shape[0]
+        b = dim if isinstance(dim, int) else 8
+        run = lambda chunk: sess.run(names, {INPUT_NAME: chunk})  # noqa: E731
+    got = []
+    for i in range(0, len(x), b):
+        chunk = x[i:i + b]
+        full = np.concatenate([chunk, np.repeat(chunk[-1:], b - len(chunk), 0)]) if len(chunk) < b else chunk
+        got.append([v[:len(chunk)] for v in run(full)])
+    return [np.concatenate([g[k] for g in got]) for k in range(len(names))]

@@ -252,3 +252,32 @@ def test_report_with_labelled_eval(tiny_model_onnx, syn_data, tmp_path):
     m8, s8 = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})
     assert np.abs(m8 - m32).mean() / np.abs(m32).mean() < 0.15
     assert spearman(s32, s8) >= 0.8 and np.abs(s8 - s32).max() < 0.1
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_refit_quantizes_every_layer_and_refits_the_statistics(surface_onnx, syn_data, target, tmp_path):
+    """`calibrate --refit CKPT`: every encoder convolution int8 (the early layers too), the statistics'
+    constants fitted again (they differ from the fp32 graph's; the rest of the tail's are the same), the
+    target's rules kept, and the report and the graph's JSON say what was done."""
+    out = calibrate_model(str(surface_onnx), str(syn_data / "train"), str(tmp_path / "r.onnx"), n=10,
+                          target=target, speed=False, refit=str(surface_onnx.with_name("ckpt.pt")))
+    q, fp = onnx.load(str(out)), onnx.load(str(surface_onnx))
+    assert qdq_problems(q, target) == []
+    convs = [n for n in q.graph.node if n.op_type == "Conv" and n.name.startswith(MODEL_SCOPE) and "/decoder/" not in n.name]
+    assert convs and all(_dq_of(q.graph, n.input[0]) is not None for n in convs)
+    before = {i.name: numpy_helper.to_array(i) for i in fp.graph.initializer}
+    after = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    gauss = {i for n in fp.graph.node if n.name.startswith("/amap/gauss") for i in n.input if i in before}
+    assert any(not np.array_equal(before[k], after[k]) for k in gauss if k in after)
+    rep = json.loads(out.with_name("r.calib.json").read_text())
+    assert rep["early_layers"].startswith("int8") and rep["holdout"]["verdict_flips"] <= 0.5
+    assert load_meta(out).extra["calibration"]["early_layers"] == "int8"
+
+
+def test_refit_refuses_another_checkpoint(surface_onnx, tiny_ckpt, syn_data, tmp_path):
+    """A checkpoint other than the one the graph came from (or one without statistics) is refused in
+    one line that names it, before anything is written."""
+    with pytest.raises(HfrError, match="not the checkpoint"):
+        calibrate_model(str(surface_onnx), str(syn_data / "train"), str(tmp_path / "r.onnx"), n=10,
+                        speed=False, refit=str(tiny_ckpt))
+    assert not (tmp_path / "r.onnx").exists()

@@ -55,10 +55,11 @@ def holdout_split(n: int, keep_out: bool = True) -> Tuple[List[int], List[int]]:
 
 def calibrate(onnx_path, frames: Sequence[np.ndarray], out_path=None, method: str = DEFAULT_METHOD,
               source: str = "", log: Optional[TextIO] = None, target: str = DEFAULT_TARGET,
-              roi: Optional[str] = None) -> Path:
+              roi: Optional[str] = None, early_float: bool = True) -> Path:
     """Write the int8 graph of `onnx_path` for `target` calibrated on `frames` (RGB, any size) and its
     JSON; returns its path. The frames are cut as the graph's view says (its ROI, or `roi` instead), as
-    the camera's will be."""
+    the camera's will be. `early_float` False: every encoder layer int8 (statistics refitted on the
+    int8 graph's features: variants.refit_calibrate)."""
     src, out, meta = check_source(onnx_path, out_path, method, target)
     t0 = time.time()
     view = view_for(meta.extra.get("view"), roi, str(src))
@@ -67,7 +68,7 @@ def calibrate(onnx_path, frames: Sequence[np.ndarray], out_path=None, method: st
     try:
         with tempfile.TemporaryDirectory(prefix="hfr-calib-") as td:
             tmp_q = os.path.join(td, "q.onnx")
-            quantize(str(src), x, tmp_q, method, target)
+            quantize(str(src), x, tmp_q, method, target, early_float=early_float)
             q = load_onnx(tmp_q)
     except OSError as exc:  # a full disk or a file size limit while quantizing, in the temporary folder
         raise HfrError(f"calibration could not write its temporary graphs in {tempfile.gettempdir()} "
@@ -80,7 +81,8 @@ def calibrate(onnx_path, frames: Sequence[np.ndarray], out_path=None, method: st
     meta8 = ArtifactMeta(kind="onnx", precision="int8", image_size=meta.image_size, model=meta.model, norm=meta.norm,
                          extra={**carried, "calibration": {"method": method, "frames": len(x), "source": source,
                                                            "target": target, "symmetric": target == "tensorrt",
-                                                           "per_channel": True}})
+                                                           "per_channel": True,
+                                                           "early_layers": "float" if early_float else "int8"}})
     set_graph_meta(q, meta8)
     with atomic_path(out) as tmp:
         tmp.write_bytes(q.SerializeToString(deterministic=True))

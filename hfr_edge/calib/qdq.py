@@ -41,6 +41,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 INT8_MAX = 127  # symmetric int8: [-127, 127], as ONNX Runtime and TensorRT use it
 METHODS = ("minmax", "entropy", "percentile")
 PERCENTILE = 99.999  # of |activation|, for --method percentile
+STATS_SCOPE = "/amap/gauss"  # the feature statistics' nodes (AnomalyMap.gauss)
 
 
 class _Reader:
@@ -106,8 +107,10 @@ def early_layers(model) -> List[str]:
                   and any(len(shapes.get(o, [])) == 4 and shapes[o][-1] * 2 >= size for o in n.output))
 
 
-def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str, target: str = "tensorrt") -> None:
-    """Write the Q/DQ graph of `fp32_model_path` calibrated on x to out_path (not atomic: a temp)."""
+def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str, target: str = "tensorrt",
+             early_float: bool = True) -> None:
+    """Write the Q/DQ graph of `fp32_model_path` calibrated on x to out_path (not atomic: a temp);
+    `early_float` False quantizes the early layers too (for statistics refitted on the int8 graph)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -125,7 +128,7 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str, ta
             console.warn("ONNX Runtime's graph optimisation before calibration failed; calibrating the "
                          "graph as exported")
         model = onnx.load(pre)
-        keep = early_layers(model)
+        keep = early_layers(model) if early_float else []
         if target == "tensorrt":
             exclude = [n.name for n in model.graph.node if not n.name.startswith(MODEL_SCOPE)
                        or (n.op_type == RESIDUAL_OP and not _is_residual_add(n, model.graph))]
@@ -150,6 +153,14 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str, ta
         _float_tail_inputs(q, keep_adds=target == "tensorrt", keep=set(keep))
         _drop_dangling(q)
         onnx.save(q, out_path)
+
+
+def stats_inputs(model) -> List[str]:
+    """The encoder features the statistics read: the tensors that enter the graph's /amap/gauss nodes
+    from outside them (one per level the statistics weigh)."""
+    made = {o: n.name for n in model.graph.node for o in n.output}
+    return sorted({i for n in model.graph.node if n.name.startswith(STATS_SCOPE) for i in n.input
+                   if i in made and not made[i].startswith(STATS_SCOPE)})
 
 
 def _is_residual_add(node, graph) -> bool:

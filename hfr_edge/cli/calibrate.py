@@ -25,9 +25,13 @@ def calibrate_command(
     fmt: Annotated[str, typer.Option("--format", help=f"--eval: {FORMAT_HELP}")] = "auto",
     normal_class: Annotated[Optional[str], typer.Option("--normal-class", help=f"--eval: {NORMAL_CLASS_HELP}")] = None,
     roi: Annotated[Optional[str], typer.Option("--roi", help=ROI_HELP)] = None,
+    refit: Annotated[Optional[str], typer.Option("--refit", metavar="CKPT", help=(
+        "The checkpoint MODEL was exported from: every encoder layer int8 and the feature statistics "
+        "refitted on the int8 graph's own features of the (normal) frames; faster at fp32's accuracy "
+        "(bottle: the cpu graph 1.89x -> 2.03x ONNX Runtime fp32, pixel AUROC drop 0.0001)"))] = None,
 ) -> None:
     """Calibrate an fp32 graph into an explicit INT8 (Q/DQ) graph for TensorRT (or a CPU), and report its accuracy."""
     from ..variants import calibrate_model
 
     calibrate_model(model, images, output, n=frames, method=method, eval_data=eval_data, eval_format=fmt,
-                    eval_normal_class=normal_class, eval_test=test, target=target, roi=roi)
+                    eval_normal_class=normal_class, eval_test=test, target=target, roi=roi, refit=refit)
