@@ -275,31 +275,33 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
     return choice
 
 
-def refit_statistics(model, int8_levels, x: np.ndarray, int8_ref, device="cpu") -> None:
-    """The statistics fitted again on the features an int8 graph computes for the normal images x
+def refit_statistics(model, int8_levels, x: np.ndarray, device="cpu") -> None:
+    """The statistics fitted again on the features an int8 graph computes for the training images x
     (float32 (N, 3, S, S)): `int8_levels` holds them per level, (N, C, h, w), None where the statistics
     do not read a level. Their smallest-variance directions then allow for the int8 encoder's rounding,
     which they would otherwise magnify (README.md, Speed, "Twelfth session"). The images are grouped by
-    their float stride-16 features, as training grouped them, and each level's distance is scaled to a
-    mean of 1 on other normal images, `int8_ref` (their int8 features, per level), as training scales
-    it on its held-out images."""
+    their float stride-16 features, as training grouped them, and each level's distance keeps its
+    scale: the refitted one on the int8 features of x has the mean the trained one has on their float
+    features (both fitted on these images, so the two means are alike in kind)."""
     import torch
 
     g = model.gauss
-    if any(u and (q is None or r is None) for q, r, u in zip(int8_levels, int8_ref, g.used)):
+    if any(u and q is None for q, u in zip(int8_levels, g.used)):
         raise ValueError("int8 features missing for a level the statistics read")
     floats = _encode_all(model, x, device)[0]
     levels = [torch.from_numpy(q).to(device) if u else f for f, q, u in zip(floats, int8_levels, g.used)]
+    with torch.inference_mode():
+        before = g([f if u else None for f, u in zip(floats, g.used)])
     try:
         g.fit(levels, group_by=floats[-1])
     except ValueError:
         raise HfrError(f"{len(x)} frames are too few to refit {g.components} groups of statistics; "
-                       f"give more frames (-n) of normal images") from None
+                       f"give more frames (-n) of the training images") from None
     with torch.inference_mode():
-        dist = g([torch.from_numpy(r).to(device) if u else None for r, u in zip(int8_ref, g.used)])
-        for lvl, d in enumerate(dist):
-            if d is not None:
-                g.level_scale[1, lvl] = 1.0 / max(float(d.mean()), 1e-12)
+        after = g([f if u else None for f, u in zip(levels, g.used)])
+        for lvl, (b, a) in enumerate(zip(before, after)):
+            if b is not None:
+                g.level_scale[1, lvl] *= float(b.mean()) / max(float(a.mean()), 1e-12)
 
 
 def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainConfig,

@@ -48,7 +48,8 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     frames, _ = collect_frames(images, n, warn=lambda m: console.warn(m, log))
     cal, hold = holdout_split(len(frames), keep_out=not eval_data)
     if refit:
-        out = refit_calibrate(src, meta, [frames[i] for i in cal], out, method, target, refit, str(images), roi, log)
+        out = refit_calibrate(src, meta, [frames[i] for i in cal], out, method, target, refit, str(images), roi, log,
+                              fit_frames=frames)
     else:
         out = calibrate(src, [frames[i] for i in cal], out, method, source=str(images), log=log, target=target,
                         roi=roi)
@@ -77,20 +78,23 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
 
 
 def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str, ckpt: str, source: str,
-                    roi: Optional[str] = None, log: Optional[TextIO] = None) -> Path:
+                    roi: Optional[str] = None, log: Optional[TextIO] = None, fit_frames=None) -> Path:
     """The int8 graph with every encoder layer int8: the statistics read features whose int8 rounding
     their whitening would magnify (a part's map loses 0.02 pixel AUROC with the early layers int8),
-    so they are fitted again on the features the int8 graph computes for the calibration frames (normal
-    images), the checkpoint `ckpt` (the one `src` was exported from) exported again with them and
-    quantized with the same frames, whose encoder ranges do not change. Bottle: int8 against fp32
-    0.0001 pixel AUROC / AUPRO, the cpu graph 1.89x -> 2.03x ONNX Runtime fp32 (README.md, Speed)."""
+    so they are fitted again on the features the int8 graph computes for the calibration frames (the
+    training images: each level's distance keeps the mean it had on them, train.refit_statistics), the
+    checkpoint `ckpt` (the one `src` was exported from) exported again with them and quantized with the
+    same frames, whose encoder ranges do not change. `fit_frames` (default `frames`): the frames the
+    statistics are fitted on, all of the training images read, those held out to compare too (the
+    trained statistics saw them as well). Bottle: the cpu graph 2.0x ONNX Runtime fp32
+    (1.9x with the early layers float), int8 against fp32 within 0.0005 (README.md, Speed)."""
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
     import onnx  # noqa: PLC0415
 
-    from .calib.calibrate import calibrate, holdout_split  # noqa: PLC0415
+    from .calib.calibrate import calibrate  # noqa: PLC0415
     from .calib.qdq import stats_inputs  # noqa: PLC0415
     from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: PLC0415
     from .compare import int8_provider  # noqa: PLC0415
@@ -106,7 +110,15 @@ def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str
     if model.gauss is None:
         raise HfrError(f"--refit {ckpt}: its map has no feature statistics to refit (stats none); "
                        f"calibrate without --refit")
-    x = view_inputs(list(frames), view_for(meta.extra.get("view"), roi, str(src)), meta.image_size)
+    trained_on = ck.get("train", {}).get("data")
+    if trained_on and Path(trained_on).is_dir():  # where that path still means something here
+        root = Path(trained_on).resolve()
+        if Path(source).resolve() not in (root, root / "train", root / "train" / "good"):
+            console.warn(f"--refit: {source} is not what {ckpt} was trained on ({trained_on}): the statistics are "
+                         f"refitted and scaled on these frames as on training images; give --images the "
+                         f"training images", log)
+    x = view_inputs(list(frames if fit_frames is None else fit_frames), view_for(meta.extra.get("view"), roi, str(src)),
+                    meta.image_size)
     console.say(f"refitting the statistics on the int8 graph's features of {len(x)} frames (--refit {ckpt})", log)
     fp32 = onnx.load(str(src), load_external_data=False)
     names, opset = stats_inputs(fp32), max(o.version for o in fp32.opset_import if o.domain in ("", "ai.onnx"))
@@ -121,9 +133,7 @@ def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str
         levels = [None, None, None]
         for v in graph_values(Path(td) / "tapped.onnx", x, names, int8_provider(target)):
             levels[sides[v.shape[-1]]] = v
-        fit, ref = holdout_split(len(x))  # fitted on 4 in 5 frames, each level's scale on the fifth, as training
-        refit_statistics(model, [None if v is None else v[fit] for v in levels], x[fit],
-                         [None if v is None else v[ref] for v in levels])
+        refit_statistics(model, levels, x)
         again = save_checkpoint(Path(td) / Path(ckpt).name, model, NormStats.from_dict(ck["norm"]), ck["train"])
         fp = export_onnx(str(again), str(Path(td) / "refit.onnx"), opset=opset, batch=meta.extra.get("batch", "dynamic"))
         out = calibrate(fp, frames, out, method, source=source, target=target, roi=roi, early_float=False, log=quiet)

@@ -257,8 +257,10 @@ def test_report_with_labelled_eval(tiny_model_onnx, syn_data, tmp_path):
 @pytest.mark.parametrize("target", ["tensorrt", "cpu"])
 def test_refit_quantizes_every_layer_and_refits_the_statistics(surface_onnx, syn_data, target, tmp_path):
     """`calibrate --refit CKPT`: every encoder convolution int8 (the early layers too), the statistics'
-    constants fitted again (they differ from the fp32 graph's; the rest of the tail's are the same), the
-    target's rules kept, and the report and the graph's JSON say what was done."""
+    constants fitted again (they differ from the fp32 graph's), the target's rules kept, the report
+    and the graph's JSON say what was done, and no held-out verdict flips. (What the refit is worth
+    shows on a trained model with enough images: benchmarks/int8_early.py; on this 10-image model it
+    moves the map more than the rounding does.)"""
     out = calibrate_model(str(surface_onnx), str(syn_data / "train"), str(tmp_path / "r.onnx"), n=10,
                           target=target, speed=False, refit=str(surface_onnx.with_name("ckpt.pt")))
     q, fp = onnx.load(str(out)), onnx.load(str(surface_onnx))
@@ -270,14 +272,38 @@ def test_refit_quantizes_every_layer_and_refits_the_statistics(surface_onnx, syn
     gauss = {i for n in fp.graph.node if n.name.startswith("/amap/gauss") for i in n.input if i in before}
     assert any(not np.array_equal(before[k], after[k]) for k in gauss if k in after)
     rep = json.loads(out.with_name("r.calib.json").read_text())
-    assert rep["early_layers"].startswith("int8") and rep["holdout"]["verdict_flips"] <= 0.5
+    assert rep["early_layers"].startswith("int8") and rep["holdout"]["verdict_flips"] == 0
     assert load_meta(out).extra["calibration"]["early_layers"] == "int8"
 
 
-def test_refit_refuses_another_checkpoint(surface_onnx, tiny_ckpt, syn_data, tmp_path):
-    """A checkpoint other than the one the graph came from (or one without statistics) is refused in
+def test_refit_refuses_another_checkpoint(surface_onnx, tiny_ckpt, tiny_model_onnx, syn_data, tmp_path):
+    """A checkpoint other than the one the graph came from, or one without statistics, is refused in
     one line that names it, before anything is written."""
-    with pytest.raises(HfrError, match="not the checkpoint"):
+    with pytest.raises(HfrError, match=r"--refit .*ckpt.pt: not the checkpoint"):
         calibrate_model(str(surface_onnx), str(syn_data / "train"), str(tmp_path / "r.onnx"), n=10,
                         speed=False, refit=str(tiny_ckpt))
+    with pytest.raises(HfrError, match="no feature statistics to refit"):
+        calibrate_model(str(tiny_model_onnx), str(syn_data / "train"), str(tmp_path / "r.onnx"), n=10,
+                        speed=False, refit=str(tiny_ckpt))
     assert not (tmp_path / "r.onnx").exists()
+
+
+def test_refit_on_the_float_features_gives_back_the_trained_statistics(syn_data):
+    """train.refit_statistics on the training images' own float features (an int8 graph without
+    rounding) fits what training fitted: the same means and whitening, each level's scale unchanged."""
+    import copy
+
+    import torch
+
+    from hfr_edge.config import ModelConfig, TrainConfig
+    from hfr_edge.data import load_items, open_dataset
+    from hfr_edge.train import _encode_all, fit, refit_statistics
+
+    x, _, _, _ = load_items(open_dataset(str(syn_data)).train, 64)
+    model, _, _ = fit(x[:10], x[10:], ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats_components=1),
+                      TrainConfig(epochs=1, batch_size=4), progress=False)
+    trained = copy.deepcopy(model.gauss.state_dict())
+    floats = _encode_all(model, x[:10], "cpu")[0]
+    refit_statistics(model, [f.numpy() if u else None for f, u in zip(floats, model.gauss.used)], x[:10])
+    for k, v in model.gauss.state_dict().items():
+        torch.testing.assert_close(v, trained[k], rtol=1e-4, atol=1e-5, msg=k)
