@@ -14,7 +14,7 @@ figures  p50, p99, images/s at batch 1 and 8, GFLOP per image (counted from the 
 Every cell takes turns of --slot seconds, --rounds times (runtime.bench.interleaved): this VM's
 speed drifts by tens of percent and other jobs share its CPUs, so ratios hold, absolute ms do not.
 
-    python benchmarks/speed.py --ckpt /tmp/speed_bottle.pt [--rounds 12] [--slot 0.3] [--no-accuracy]
+    python benchmarks/speed.py --ckpt /tmp/speed_bottle.pt [--rounds 12] [--slot 0.3] [--no-accuracy] [--refit]
                                [--beside previous=/tmp/previous_default.pt]
 """
 
@@ -45,6 +45,8 @@ ap.add_argument("--no-light", dest="light", action="store_false",
 ap.add_argument("--beside", action="append", default=[], metavar="NAME=CKPT",
                 help="another checkpoint's fp32 graph timed beside (e.g. the previous default), repeatable")
 ap.add_argument("--name", default="speed.json", help="results file in benchmarks/results/")
+ap.add_argument("--refit", action="store_true", help="also the cpu int8 graph of `calibrate --refit CKPT` (every "
+                "layer int8, the statistics refitted on it), timed on OpenVINO beside the others")
 ap.add_argument("--peers", default=str(Path(__file__).resolve().parent / "results" / "peers_onnx"),
                 help="folder of benchmarks/peers.py's ONNX exports: bottle-padim-s0.onnx and "
                      "bottle-patchcore-s0.onnx are timed beside (batch 1; skipped where absent)")
@@ -116,9 +118,12 @@ def make_graphs(ckpt: Path, work: Path) -> dict:
         for name, other in BESIDE.items():
             graphs[name] = Path(export_onnx(other, str(work / f"{name}.onnx")))
     evals = {}
-    for name, target in (("int8", "tensorrt"), ("int8cpu", "cpu")):
-        graphs[name] = calibrate_model(fp32, str(bottle / "train" / "good"), n=100, target=target, speed=False,
-                                       eval_data=str(bottle) if args.accuracy else None)
+    for name, target in (("int8", "tensorrt"), ("int8cpu", "cpu"), *((("int8cpu_refit", "cpu"),) if args.refit else ())):
+        refit = name.endswith("refit")
+        graphs[name] = calibrate_model(fp32, str(bottle / "train" / "good"),
+                                       work / "model.refit.int8cpu.onnx" if refit else None, n=200 if refit else 100,
+                                       target=target, speed=False, eval_data=str(bottle) if args.accuracy else None,
+                                       refit=str(ckpt) if refit else None)
         if args.accuracy:
             evals[name] = json.loads(report_path(graphs[name]).read_text())["eval"]
     return graphs, evals
@@ -160,6 +165,8 @@ def main() -> None:
         steps, cells, runners = {}, {}, []
         for gname, path in graphs.items():
             for runtime in ("onnxruntime", "openvino"):
+                if gname == "int8cpu_refit" and runtime == "onnxruntime":
+                    continue  # a graph for OpenVINO, as the cpu graph is judged
                 if gname == "encoder":
                     for b in BATCHES:
                         step, backend = raw_step(path, runtime, xs[b])
@@ -218,6 +225,9 @@ def main() -> None:
            if (g, rt, 1) in by},
         "int8cpu_openvino_over_fp32_ort_b1": ips("int8cpu", "openvino") / ips("fp32", "onnxruntime"),
         "int8cpu_openvino_over_fp32_ort_b8": ips("int8cpu", "openvino", 8) / ips("fp32", "onnxruntime", 8),
+        **({"int8cpu_refit_openvino_over_fp32_ort_b1": ips("int8cpu_refit", "openvino") / ips("fp32", "onnxruntime"),
+            "int8cpu_refit_openvino_over_fp32_ort_b8": ips("int8cpu_refit", "openvino", 8) / ips("fp32", "onnxruntime", 8)}
+           if ("int8cpu_refit", "openvino", 1) in by else {}),
         "int8_trt_openvino_over_fp32_ort_b1": ips("int8", "openvino") / ips("fp32", "onnxruntime"),
         "fp32_openvino_over_fp32_ort_b1": ips("fp32", "openvino") / ips("fp32", "onnxruntime"),
         "int8cpu_openvino_over_fp32_ort_1thread_b1": ips("int8cpu", "openvino 1 thread") / ips("fp32", "onnxruntime 1 thread"),
