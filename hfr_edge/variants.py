@@ -60,7 +60,8 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
                          "not measured (pip install openvino)", log)
         rep = {"model": str(src), "int8": str(out), "method": method, "target": target,
                "calibration_frames": len(cal), "int8_provider": provider8,
-               "early_layers": "int8, statistics refitted on them" if refit else "float"}
+               "early_layers": "int8, statistics refitted on them" if refit else "float",
+               **({"refit": {"checkpoint": str(refit), "frames": len(frames)}} if refit else {})}
         if hold:
             view = view_for(meta.extra.get("view"), roi, str(src))
             rep["holdout"] = compare_frames(str(src), str(out), view_inputs([frames[i] for i in hold], view, meta.image_size),
@@ -132,7 +133,11 @@ def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str
         sides = {meta.image_size // s: lvl for lvl, s in enumerate((4, 8, 16))}
         levels = [None, None, None]
         for v in graph_values(Path(td) / "tapped.onnx", x, names, int8_provider(target)):
-            levels[sides[v.shape[-1]]] = v
+            if v.ndim == 4 and v.shape[-1] in sides:
+                levels[sides[v.shape[-1]]] = v
+        if any(u and f is None for f, u in zip(levels, model.gauss.used)):
+            raise HfrError(f"{src}: the statistics' input features were not found in the graph ({', '.join(names)}); "
+                           f"calibrate without --refit, and report this bug", 1)
         refit_statistics(model, levels, x)
         again = save_checkpoint(Path(td) / Path(ckpt).name, model, NormStats.from_dict(ck["norm"]), ck["train"])
         fp = export_onnx(str(again), str(Path(td) / "refit.onnx"), opset=opset, batch=meta.extra.get("batch", "dynamic"))

@@ -307,3 +307,32 @@ def test_refit_on_the_float_features_gives_back_the_trained_statistics(syn_data)
     refit_statistics(model, [f.numpy() if u else None for f, u in zip(floats, model.gauss.used)], x[:10])
     for k, v in model.gauss.state_dict().items():
         torch.testing.assert_close(v, trained[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_a_fixed_batch_graph_runs_any_count_and_calibrates(tiny_ckpt, tiny_model_onnx, syn_data, tmp_path):
+    """A graph exported with `--batch 2` takes exactly two images: the runners fill a smaller batch up
+    (ONNX Runtime and OpenVINO; the outputs of the images asked for, as the dynamic graph's), the
+    detector splits a larger one, and `calibrate` feeds it two at a time for both targets, with an odd
+    number of frames (before: ONNX Runtime's calibration failed on it with a traceback)."""
+    import importlib.util
+
+    from hfr_edge.export.onnx_export import export_onnx
+    from hfr_edge.runtime.detector import Detector
+    from hfr_edge.runtime.runner import open_runner
+
+    b2 = export_onnx(str(tiny_ckpt), str(tmp_path / "b2.onnx"), batch=2)
+    x = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
+    with open_runner(tiny_model_onnx, provider="cpu") as dyn:
+        want = dyn.infer({"image": x})
+    for provider in ["cpu"] + (["openvino"] if importlib.util.find_spec("openvino") else []):
+        with open_runner(b2, provider=provider) as r:
+            for n in (1, 2):
+                got = r.infer({"image": x[:n]})
+                assert got["score"].shape == (n,) and got["anomaly_map"].shape == (n, 1, 64, 64)
+                np.testing.assert_allclose(got["score"], want["score"][:n], atol=1e-3)
+            maps, scores = Detector(r).predict_batch(x)
+            np.testing.assert_allclose(scores, want["score"], atol=1e-3)
+    for target in ("tensorrt", "cpu"):
+        out = calibrate_model(str(b2), str(syn_data / "train"), str(tmp_path / f"b2-{target}.onnx"), n=9,
+                              target=target, speed=False)
+        assert qdq_problems(onnx.load(str(out)), target) == []

@@ -47,9 +47,12 @@ STATS_SCOPE = "/amap/gauss"  # the feature statistics' nodes (AnomalyMap.gauss)
 class _Reader:
     """CalibrationDataReader over float32 images (N, 3, S, S), a few images per call."""
 
-    def __init__(self, x: np.ndarray, batch: int = 4):
-        # equal batches only: ORT's histogram calibrators fail on a ragged last batch (e.g. 5 = 4 + 1)
-        batch = max(b for b in range(1, batch + 1) if len(x) % b == 0) if len(x) else 1
+    def __init__(self, x: np.ndarray, batch: int = 4, fixed: int = 0):
+        if fixed:  # a graph exported with a fixed batch takes exactly that many: the ragged rest is left out
+            x = x[:len(x) // fixed * fixed] if len(x) >= fixed else np.concatenate([x, np.repeat(x[-1:], fixed - len(x), 0)])
+            batch = fixed
+        else:  # equal batches only: ORT's histogram calibrators fail on a ragged last batch (e.g. 5 = 4 + 1)
+            batch = max(b for b in range(1, batch + 1) if len(x) % b == 0) if len(x) else 1
         self.x, self.batch, self.i = x, batch, 0
 
     def get_next(self):
@@ -143,7 +146,7 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str, ta
                  "CalibTensorRangeSymmetric": symmetric}
         q_path = os.path.join(td, "q.onnx")
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram calibrators print progress
-            quantize_static(pre, q_path, _Reader(x), quant_format=QuantFormat.QDQ,
+            quantize_static(pre, q_path, _Reader(x, fixed=fixed_batch(model)), quant_format=QuantFormat.QDQ,
                             activation_type=getattr(QuantType, act_type), weight_type=QuantType.QInt8, per_channel=True,
                             op_types_to_quantize=ops, nodes_to_exclude=exclude, calibrate_method=calib,
                             extra_options=extra)
@@ -153,6 +156,12 @@ def quantize(fp32_model_path: str, x: np.ndarray, out_path: str, method: str, ta
         _float_tail_inputs(q, keep_adds=target == "tensorrt", keep=set(keep))
         _drop_dangling(q)
         onnx.save(q, out_path)
+
+
+def fixed_batch(model) -> int:
+    """The batch the graph's input was exported with (`export --batch N`), 0 where it is dynamic."""
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else 0
 
 
 def stats_inputs(model) -> List[str]:

@@ -98,9 +98,11 @@ class OvRunner(Runner):
         return self._plans[hint]
 
     def _infer(self, x: np.ndarray) -> Dict[str, np.ndarray]:
-        hint = self.hint if self.hint != "auto" else ("latency" if len(x) == 1 else "throughput")
+        # auto: a batch over the throughput streams; one image, or a fixed-batch graph (one request), on every core
+        hint = self.hint if self.hint != "auto" else ("latency" if len(x) == 1 or self.exact_batch else "throughput")
         compiled, requests = self._plan(hint)
-        chunks = np.array_split(x, min(len(requests), len(x)))  # views: C-contiguous along the batch
+        # views, C-contiguous along the batch; a graph of a fixed batch runs whole on one request
+        chunks = [x] if self.exact_batch else np.array_split(x, min(len(requests), len(x)))
         try:
             for req, chunk in zip(requests, chunks):
                 req.start_async({0: chunk}, share_inputs=True)

@@ -39,6 +39,7 @@ class Runner:
         self.meta = meta if meta is not None else load_meta(self.path)
         self.backend = "unknown"  # set by the subclass on activation, e.g. "tensorrt 10.3.0"
         self.max_batch: Optional[int] = None  # engine profile max; None for a dynamic ONNX batch
+        self.exact_batch: Optional[int] = None  # an ONNX graph exported with a fixed batch takes just that many
         self.last_timings: Dict[str, float] = {}  # ms of the last infer
         self.dropped = 0  # frames a remote runner could not get scored (its server was away)
         self.is_active = False
@@ -69,12 +70,17 @@ class Runner:
     def infer(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         x = self._check_feed(feed)
         self.activate()
+        n = x.shape[0]
+        if self.exact_batch and n < self.exact_batch:  # filled up with the last image; its outputs dropped
+            x = np.concatenate([x, np.repeat(x[-1:], self.exact_batch - n, 0)])
         self.last_timings = {}
         t0 = time.perf_counter()
         out = self._infer(x)
         if not self.last_timings:
             self.last_timings = {"compute": (time.perf_counter() - t0) * 1e3}
-        return self._check_outputs(out, x.shape[0])
+        if x.shape[0] != n:
+            out = {k: v[:n] for k, v in out.items()}
+        return self._check_outputs(out, n)
 
     def _check_feed(self, feed) -> np.ndarray:
         if not isinstance(feed, dict) or list(feed) != [self.input_name]:
@@ -107,8 +113,8 @@ class Runner:
         if len(shape) != 4 or shape[1:] != [3, s, s]:
             raise HfrError(f"{self.path}: input 'image' has shape {shape}, but its metadata says "
                            f"(N, 3, {s}, {s}); re-export it")
-        if isinstance(shape[0], int) and shape[0] > 0:
-            self.max_batch = shape[0]
+        if isinstance(shape[0], int) and shape[0] > 0:  # `export --batch N`: exactly N per run
+            self.max_batch = self.exact_batch = shape[0]
 
     def _check_outputs(self, out: Dict[str, np.ndarray], n: int) -> Dict[str, np.ndarray]:
         s = self.meta.image_size
