@@ -82,3 +82,14 @@ def test_export_precision_flags_must_agree(tmp_path):
     r = _hfr("export", "nope.pt", "--fp16", "--precision", "fp32", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip() == "hfr-edge: error: --fp16 and --precision fp32 disagree: give one of them"
+
+
+def test_calibrate_refit_with_a_wrong_checkpoint_is_one_line(tmp_path, tiny_ckpt, tiny_model_onnx, syn_data):
+    """`calibrate --refit` with a missing checkpoint, or one without statistics (the tiny checkpoint is
+    `--preset paper`): one line naming it and the fix, a non-zero exit, no traceback, no graph written."""
+    for ckpt, says in ((tmp_path / "missing.pt", "checkpoint not found"), (tiny_ckpt, "no feature statistics to refit")):
+        r = _hfr("calibrate", tiny_model_onnx, "--images", syn_data / "train" / "good", "-n", 4, "-o", "q.onnx",
+                 "--refit", ckpt, cwd=tmp_path)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        assert says in r.stderr and ckpt.name in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "q.onnx").exists()
