@@ -15,7 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 from common import SUITE_JSON, table, write_json
 from suite import ONECLASS
 from suite_data import SIZE_ONECLASS, check_names, load_set
