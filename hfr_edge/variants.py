@@ -53,8 +53,10 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     else:
         out = calibrate(src, [frames[i] for i in cal], out, method, source=str(images), log=log, target=target,
                         roi=roi)
-        m = meta.model
-        if m.get("stats", "none") != "none" and (m.get("stats_level_weights") or m.get("level_weights") or [0])[0] > 0:
+        from .config import ModelConfig  # noqa: PLC0415
+
+        cfg = ModelConfig.from_dict(meta.model)
+        if cfg.stats != "none" and cfg.stats_weights[0] > 0:
             console.say("note: this map's statistics read the stride-4 level (one part at one place), so the encoder's "
                         "early layers stayed float; --refit CKPT (the checkpoint this graph came from) quantizes them "
                         "too at fp32's accuracy, about 10 % faster", log)
@@ -161,11 +163,12 @@ def graph_values(path: Path, x, names, provider: str) -> list:
     import numpy as np  # noqa: PLC0415
 
     from .base.contract import INPUT_NAME  # noqa: PLC0415
+    from .base.images import fill_batch  # noqa: PLC0415
 
     if provider == "openvino":
-        import openvino as ov  # noqa: PLC0415
+        from .runtime.openvino import ov_core  # noqa: PLC0415 - the process's one Core (see there)
 
-        core = ov.Core()
+        core = ov_core()
         net = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         outs = [next(o for o in net.outputs if n in o.get_names()) for n in names]
         fixed = net.input(0).get_partial_shape()[0]
@@ -181,6 +184,5 @@ def graph_values(path: Path, x, names, provider: str) -> list:
     got = []
     for i in range(0, len(x), b):
         chunk = x[i:i + b]
-        full = np.concatenate([chunk, np.repeat(chunk[-1:], b - len(chunk), 0)]) if len(chunk) < b else chunk
-        got.append([v[:len(chunk)] for v in run(full)])
+        got.append([v[:len(chunk)] for v in run(fill_batch(chunk, b))])
     return [np.concatenate([g[k] for g in got]) for k in range(len(names))]

@@ -199,6 +199,11 @@ def preprocess(images: Sequence[np.ndarray], size: int, out: Optional[np.ndarray
     return out[:n]
 
 
+def fill_batch(x: np.ndarray, n: int) -> np.ndarray:
+    """x (k, ...) with 1 <= k <= n as n rows, its last repeated: for a graph exported with a fixed batch n."""
+    return x if len(x) >= n else np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)])
+
+
 def read_mask(path: str | os.PathLike, expect_hw: Optional[tuple] = None) -> np.ndarray:
     """A ground-truth mask file -> bool (H, W); expect_hw checks it matches its image."""
     a = read_image(path)[:, :, 0]

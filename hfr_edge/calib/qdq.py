@@ -33,6 +33,7 @@ import numpy as np
 from ..base import console
 from ..base.contract import INPUT_NAME
 from ..base.errors import HfrError
+from ..base.images import fill_batch
 from ..export.graph import MODEL_SCOPE
 
 QUANT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]  # weighted ops: their inputs are quantized
@@ -49,7 +50,7 @@ class _Reader:
 
     def __init__(self, x: np.ndarray, batch: int = 4, fixed: int = 0):
         if fixed:  # a graph exported with a fixed batch takes exactly that many: the ragged rest is left out
-            x = x[:len(x) // fixed * fixed] if len(x) >= fixed else np.concatenate([x, np.repeat(x[-1:], fixed - len(x), 0)])
+            x = x[:len(x) // fixed * fixed] if len(x) >= fixed else fill_batch(x, fixed)
             batch = fixed
         else:  # equal batches only: ORT's histogram calibrators fail on a ragged last batch (e.g. 5 = 4 + 1)
             batch = max(b for b in range(1, batch + 1) if len(x) % b == 0) if len(x) else 1

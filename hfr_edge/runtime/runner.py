@@ -20,6 +20,7 @@ import numpy as np
 from ..base.artifact import ArtifactMeta, load_meta
 from ..base.contract import INPUT_NAME, MAP_NAME, OUTPUT_NAMES, SCORE_NAME
 from ..base.errors import HfrError
+from ..base.images import fill_batch
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu", "openvino")
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -71,8 +72,8 @@ class Runner:
         x = self._check_feed(feed)
         self.activate()
         n = x.shape[0]
-        if self.exact_batch and n < self.exact_batch:  # filled up with the last image; its outputs dropped
-            x = np.concatenate([x, np.repeat(x[-1:], self.exact_batch - n, 0)])
+        if self.exact_batch:  # filled up with the last image; its outputs dropped
+            x = fill_batch(x, self.exact_batch)
         self.last_timings = {}
         t0 = time.perf_counter()
         out = self._infer(x)
