@@ -28,15 +28,15 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
                     eval_data: Optional[str] = None, report: bool = True, log: Optional[TextIO] = None,
                     eval_format: str = "auto", eval_normal_class: Optional[str] = None,
                     eval_test: Optional[str] = None, target: str = DEFAULT_TARGET, speed: bool = True,
-                    roi: Optional[str] = None, refit: Optional[str] = None) -> Path:
+                    roi: Optional[str] = None, refit: Optional[str] = "auto") -> Path:
     """Make `<stem>.int8.onnx` (`target` cpu: `<stem>.int8cpu.onnx`) (+ JSON) from frames of `images`
     and, with `report`, `<stem>.int8[cpu].calib.json`: fp32 vs int8 on the frames held out of
     calibration (none when `eval_data` is given), with `eval_data` on its test set (`eval_test`: the
     test folder of a folder dataset), and for the cpu target (with `speed`, where OpenVINO is
     installed) its speed against the fp32 graph on ONNX Runtime. Frames are cut as the graph's view
-    says (`roi` replacing its ROI). `refit`: the checkpoint the graph was exported from; every encoder
-    layer int8 and the statistics refitted on the int8 graph's features (refit_calibrate). Returns the
-    int8 graph's path."""
+    says (`roi` replacing its ROI). `refit`: the checkpoint the graph was exported from (every encoder
+    layer int8 and the statistics refitted on the int8 graph's features, refit_calibrate), "auto"
+    (that checkpoint where auto_refit finds it right to) or None / "none". Returns the int8 graph's path."""
     from .calib.calibrate import calibrate, check_source, holdout_split  # noqa: PLC0415 - onnx
     from .calib.frames import collect_frames  # noqa: PLC0415
     from .compare import (compare_frames, compare_on_dataset, int8_provider, print_comparison,  # noqa: PLC0415
@@ -45,6 +45,14 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     if eval_test and not eval_data:
         raise HfrError(f"--test {eval_test} applies to --eval DATA (a folder of good images); add --eval")
     src, out, meta = check_source(onnx_path, out_path, method, target)  # before reading any frame
+    why_not = None
+    if refit == "auto":
+        refit, why_not = auto_refit(src, meta, str(images), target)
+        if refit:
+            console.say(f"--refit auto: {refit}, the checkpoint this part's graph was exported from, trained on these "
+                        f"images (--refit none keeps the encoder's early layers float)", log)
+    elif refit == "none":
+        refit, why_not = None, "--refit none"
     frames, _ = collect_frames(images, n, warn=lambda m: console.warn(m, log))
     cal, hold = holdout_split(len(frames), keep_out=not eval_data)
     if refit:
@@ -53,13 +61,11 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     else:
         out = calibrate(src, [frames[i] for i in cal], out, method, source=str(images), log=log, target=target,
                         roi=roi)
-        from .config import ModelConfig  # noqa: PLC0415
-
-        cfg = ModelConfig.from_dict(meta.model)
-        if cfg.stats != "none" and cfg.stats_weights[0] > 0:
-            console.say("note: this map's statistics read the stride-4 level (one part at one place), so the encoder's "
-                        "early layers stayed float; --refit CKPT (the checkpoint this graph came from) quantizes them "
-                        "too at fp32's accuracy, about 10 % faster", log)
+        if why_not and _reads_stride4(meta):
+            console.say(f"note: this map's statistics read the stride-4 level (one part at one place), so the encoder's "
+                        f"early layers stayed float ({why_not}); --refit CKPT (the checkpoint this graph came from, "
+                        f"with --images its training images) quantizes them too at fp32's accuracy, about 10 % faster",
+                        log)
     if report:
         provider8 = int8_provider(target)
         if target == "cpu" and provider8 != "openvino":
@@ -83,6 +89,52 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
         print_comparison(rep, log)
         console.say(f"wrote {rpath}", log)
     return out
+
+
+def _reads_stride4(meta) -> bool:
+    """The graph's map takes feature statistics at stride 4: a part's map, whose whitening magnifies
+    the int8 rounding of the encoder's early layers (refit_calibrate)."""
+    from .config import ModelConfig  # noqa: PLC0415
+
+    cfg = ModelConfig.from_dict(meta.model)
+    return cfg.stats != "none" and cfg.stats_weights[0] > 0
+
+
+def auto_refit(src: Path, meta, images: str, target: str):
+    """`--refit auto`: (the checkpoint to refit with, None) where the refit is what a user wants, else
+    (None, why not). It is for the cpu target and a part's map (statistics at stride 4), whose early
+    layers it quantizes at fp32's accuracy (bottle: 1.9x -> 2.05x ONNX Runtime fp32, README.md,
+    Speed); on a texture it trades image AUROC for speed, and on TensorRT its gain is not measured
+    here, so both keep the early layers float unless asked. The checkpoint is the one the graph's
+    metadata names (source.checkpoint), beside the graph or in the working directory, with the
+    graph's model and normalisation, and `images` its training images (the refit scales the
+    statistics on them); torch must be importable to read it."""
+    import importlib.util  # noqa: PLC0415
+
+    if target != "cpu" or not _reads_stride4(meta):
+        return None, "not a part's graph on the cpu target"
+    name = (meta.extra.get("source") or {}).get("checkpoint")
+    found = [p for p in dict.fromkeys((src.parent / name, Path(name))) if p.is_file()] if name else []
+    if not found:
+        return None, f"its checkpoint {name or '(not named in the graph metadata)'} is not beside the graph"
+    if importlib.util.find_spec("torch") is None:
+        return None, "torch is not installed to read its checkpoint"
+    from .checkpoint import load_checkpoint  # noqa: PLC0415
+    from .config import ModelConfig, NormStats  # noqa: PLC0415
+
+    try:
+        ck = load_checkpoint(found[0])
+        same = (ModelConfig.from_dict(ck["config"]).to_dict() == meta.model
+                and NormStats.from_dict(ck["norm"]).to_dict() == meta.norm)
+    except (HfrError, KeyError, TypeError, ValueError):
+        return None, f"{found[0]} could not be read as its checkpoint"
+    if not same:
+        return None, f"{found[0]} is not the checkpoint it was exported from"
+    trained_on = ck.get("train", {}).get("data")
+    root = Path(trained_on).resolve() if trained_on else None
+    if root is None or Path(images).resolve() not in (root, root / "train", root / "train" / "good"):
+        return None, f"--images {images} are not what {found[0]} was trained on ({trained_on or 'unknown'})"
+    return str(found[0]), None
 
 
 def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str, ckpt: str, source: str,

@@ -276,6 +276,47 @@ def test_refit_quantizes_every_layer_and_refits_the_statistics(surface_onnx, syn
     assert load_meta(out).extra["calibration"]["early_layers"] == "int8"
 
 
+def test_refit_auto_takes_the_graphs_own_checkpoint_for_a_part_on_a_cpu(syn_data, tmp_path):
+    """`--refit auto` (the default): a part's graph on the cpu target is refitted with the checkpoint
+    its metadata names, found beside it, when --images are that checkpoint's training images; on
+    TensorRT, with other images, or with `none` the early layers stay float, and a part's graph says
+    why in its note."""
+    import io
+
+    from hfr_edge.checkpoint import save_checkpoint
+    from hfr_edge.config import ModelConfig, TrainConfig
+    from hfr_edge.data import load_items, open_dataset
+    from hfr_edge.export.onnx_export import export_onnx
+    from hfr_edge.train import fit
+    from hfr_edge.variants import _reads_stride4
+
+    x, _, _, _ = load_items(open_dataset(str(syn_data)).train, 64)
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats_level_weights=(1.0, 0.0, 0.0),
+                      aligned_level_weights=None, part_level_weights=None)  # a part's map, whatever the alignment
+    model, stats, summary = fit(x[:10], x[10:], cfg, TrainConfig(epochs=1, batch_size=4), progress=False)
+    summary["data"] = str(syn_data.resolve())  # as `hfr-edge train DATA` records it
+    export_onnx(str(save_checkpoint(tmp_path / "ckpt.pt", model, stats, summary)), str(tmp_path / "model.onnx"))
+    assert _reads_stride4(load_meta(tmp_path / "model.onnx"))
+
+    def early(target, images, refit="auto"):
+        log = io.StringIO()
+        out = calibrate_model(str(tmp_path / "model.onnx"), str(images), str(tmp_path / f"{target}.onnx"), n=10,
+                              target=target, speed=False, refit=refit, log=log)
+        return json.loads(out.with_name(f"{target}.calib.json").read_text())["early_layers"], log.getvalue()
+
+    layers, said = early("cpu", syn_data / "train")
+    assert layers.startswith("int8") and "--refit " in said and "ckpt.pt" in said
+    layers, said = early("tensorrt", syn_data / "train")
+    assert layers == "float" and "not a part's graph on the cpu target" in said
+    layers, said = early("cpu", syn_data / "test")
+    assert layers == "float" and "are not what" in said and "trained on" in said
+    layers, said = early("cpu", syn_data / "train", refit="none")
+    assert layers == "float" and "(--refit none)" in said
+    (tmp_path / "ckpt.pt").unlink()
+    layers, said = early("cpu", syn_data / "train")
+    assert layers == "float" and "ckpt.pt is not beside the graph" in said
+
+
 def test_refit_refuses_another_checkpoint(surface_onnx, tiny_ckpt, tiny_model_onnx, syn_data, tmp_path):
     """A checkpoint other than the one the graph came from, or one without statistics, is refused in
     one line that names it, before anything is written."""

@@ -25,11 +25,13 @@ def calibrate_command(
     fmt: Annotated[str, typer.Option("--format", help=f"--eval: {FORMAT_HELP}")] = "auto",
     normal_class: Annotated[Optional[str], typer.Option("--normal-class", help=f"--eval: {NORMAL_CLASS_HELP}")] = None,
     roi: Annotated[Optional[str], typer.Option("--roi", help=ROI_HELP)] = None,
-    refit: Annotated[Optional[str], typer.Option("--refit", metavar="CKPT", help=(
-        "The checkpoint MODEL was exported from: every encoder layer int8 and the feature statistics "
+    refit: Annotated[str, typer.Option("--refit", metavar="auto|none|CKPT", help=(
+        "CKPT, the checkpoint MODEL was exported from: every encoder layer int8 and the feature statistics "
         "refitted on the int8 graph's own features of the frames (give --images the training images); "
         "for a part, faster at fp32's accuracy (bottle: the cpu graph 1.9x -> 2.05x ONNX Runtime fp32, pixel "
-        "AUROC drop <= 0.0001); on a texture about 10 % faster for up to 0.012 image AUROC"))] = None,
+        "AUROC drop <= 0.0001); on a texture about 10 % faster for up to 0.012 image AUROC. auto: that "
+        "checkpoint, for a part's graph on the cpu target, where it lies beside MODEL and --images are its "
+        "training images; none: the early layers stay float"))] = "auto",
 ) -> None:
     """Calibrate an fp32 graph into an explicit INT8 (Q/DQ) graph for TensorRT (or a CPU), and report its accuracy."""
     from ..variants import calibrate_model
