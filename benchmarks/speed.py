@@ -46,7 +46,8 @@ ap.add_argument("--beside", action="append", default=[], metavar="NAME=CKPT",
                 help="another checkpoint's fp32 graph timed beside (e.g. the previous default), repeatable")
 ap.add_argument("--name", default="speed.json", help="results file in benchmarks/results/")
 ap.add_argument("--refit", action="store_true", help="also the cpu int8 graph of `calibrate --refit CKPT` (every "
-                "layer int8, the statistics refitted on it), timed on OpenVINO beside the others")
+                "layer int8, the statistics refitted on it: what `--refit auto` gives a part's graph), timed on "
+                "OpenVINO beside the others; the int8cpu graph keeps the early layers float (`--refit none`)")
 ap.add_argument("--peers", default=str(Path(__file__).resolve().parent / "results" / "peers_onnx"),
                 help="folder of benchmarks/peers.py's ONNX exports: bottle-padim-s0.onnx and "
                      "bottle-patchcore-s0.onnx are timed beside (batch 1; skipped where absent)")
@@ -123,7 +124,7 @@ def make_graphs(ckpt: Path, work: Path) -> dict:
         graphs[name] = calibrate_model(fp32, str(bottle / "train" / "good"),
                                        work / "model.refit.int8cpu.onnx" if refit else None, n=200 if refit else 100,
                                        target=target, speed=False, eval_data=str(bottle) if args.accuracy else None,
-                                       refit=str(ckpt) if refit else None)
+                                       refit=str(ckpt) if refit else "none")  # int8cpu: the early layers float
         if args.accuracy:
             evals[name] = json.loads(report_path(graphs[name]).read_text())["eval"]
     return graphs, evals
