@@ -111,8 +111,10 @@ def auto_refit(src: Path, meta, images: str, target: str):
     statistics on them); torch must be importable to read it."""
     import importlib.util  # noqa: PLC0415
 
-    if target != "cpu" or not _reads_stride4(meta):
-        return None, "not a part's graph on the cpu target"
+    if not _reads_stride4(meta):
+        return None, "not a part's graph"
+    if target != "cpu":
+        return None, f"--refit auto refits for --target cpu; on {target} give --refit CKPT"
     name = (meta.extra.get("source") or {}).get("checkpoint")
     found = [p for p in dict.fromkeys((src.parent / name, Path(name))) if p.is_file()] if name else []
     if not found:
