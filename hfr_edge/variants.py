@@ -45,8 +45,8 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     if eval_test and not eval_data:
         raise HfrError(f"--test {eval_test} applies to --eval DATA (a folder of good images); add --eval")
     src, out, meta = check_source(onnx_path, out_path, method, target)  # before reading any frame
-    why_not = None
-    if refit == "auto":
+    why_not, auto = None, refit == "auto"
+    if auto:
         refit, why_not = auto_refit(src, meta, str(images), target)
         if refit:
             console.say(f"--refit auto: {refit}, the checkpoint this part's graph was exported from, trained on these "
@@ -56,9 +56,15 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
     frames, _ = collect_frames(images, n, warn=lambda m: console.warn(m, log))
     cal, hold = holdout_split(len(frames), keep_out=not eval_data)
     if refit:
-        out = refit_calibrate(src, meta, [frames[i] for i in cal], out, method, target, refit, str(images), roi, log,
-                              fit_frames=frames)
-    else:
+        try:
+            out = refit_calibrate(src, meta, [frames[i] for i in cal], out, method, target, refit, str(images), roi,
+                                  log, fit_frames=frames)
+        except HfrError as exc:
+            if not auto:  # asked for by name: its failure is the answer
+                raise
+            console.warn(f"--refit auto: {exc}", log)
+            refit, why_not = None, "the refit could not run"
+    if not refit:
         out = calibrate(src, [frames[i] for i in cal], out, method, source=str(images), log=log, target=target,
                         roi=roi)
         if why_not and _reads_stride4(meta):

@@ -276,11 +276,11 @@ def test_refit_quantizes_every_layer_and_refits_the_statistics(surface_onnx, syn
     assert load_meta(out).extra["calibration"]["early_layers"] == "int8"
 
 
-def test_refit_auto_takes_the_graphs_own_checkpoint_for_a_part_on_a_cpu(syn_data, tmp_path):
+def test_refit_auto_takes_the_graphs_own_checkpoint_for_a_part_on_a_cpu(syn_data, tmp_path, monkeypatch):
     """`--refit auto` (the default): a part's graph on the cpu target is refitted with the checkpoint
     its metadata names, found beside it, when --images are that checkpoint's training images; on
-    TensorRT, with other images, or with `none` the early layers stay float, and a part's graph says
-    why in its note."""
+    TensorRT, with other images, with `none`, or where the refit cannot run the early layers stay
+    float, and a part's graph says why in its note."""
     import io
 
     from hfr_edge.checkpoint import save_checkpoint
@@ -312,6 +312,17 @@ def test_refit_auto_takes_the_graphs_own_checkpoint_for_a_part_on_a_cpu(syn_data
     assert layers == "float" and "are not what" in said and "trained on" in said
     layers, said = early("cpu", syn_data / "train", refit="none")
     assert layers == "float" and "(--refit none)" in said
+    import hfr_edge.variants
+
+    def cannot(*args, **kwargs):  # what refit_calibrate raises with too few frames for its groups
+        raise HfrError("4 frames are too few to refit 3 groups of statistics; give more frames (-n) of the training images")
+
+    with monkeypatch.context() as m:  # auto falls back to the early layers in float and says why; asked for by
+        m.setattr(hfr_edge.variants, "refit_calibrate", cannot)  # name, the failure stands
+        layers, said = early("cpu", syn_data / "train")
+        assert layers == "float" and "--refit auto: 4 frames are too few" in said and "(the refit could not run)" in said
+        with pytest.raises(HfrError, match="too few"):
+            early("cpu", syn_data / "train", refit=str(tmp_path / "ckpt.pt"))
     (tmp_path / "ckpt.pt").unlink()
     layers, said = early("cpu", syn_data / "train")
     assert layers == "float" and "ckpt.pt is not beside the graph" in said
