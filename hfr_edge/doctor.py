@@ -1,5 +1,5 @@
-"""`hfr-edge doctor`: what this machine has for each stage (Python, Jetson/L4T, torch, ONNX Runtime,
-OpenVINO, onnx, TensorRT, the CUDA binding in use (pycuda or cuda-python), GPU, OpenCV with or without
+"""`hfr-edge doctor`: what this machine has for each stage (Python, the CPU and its int8 instructions,
+Jetson/L4T, torch, ONNX Runtime, OpenVINO, onnx, TensorRT, the CUDA binding in use (pycuda or cuda-python), GPU, OpenCV with or without
 GStreamer, cameras), as an aligned table and
 optionally JSON. Each probe imports lazily and reports what it finds; doctor always exits 0.
 """
@@ -7,6 +7,7 @@ optionally JSON. Each probe imports lazily and reports what it finds; doctor alw
 from __future__ import annotations
 
 import glob
+import os
 import platform
 import re
 import sys
@@ -32,6 +33,42 @@ def _l4t(path: str = "/etc/nv_tegra_release") -> Optional[str]:
     if not m:
         return first.strip() or None
     return f"L4T R{m.group(1)}.{m.group(2)} (JetPack {JETPACK_OF_L4T.get(m.group(1), '?')})"
+
+
+# x86 int8 dot-product instructions, best first, and what a part's int8 (cpu) graph ran on OpenVINO
+# against the fp32 graph on ONNX Runtime at batch 1 on such a CPU (README.md, Speed)
+INT8_ISA = (("amx_int8", "AMX", "about 2x"), ("avx512_vnni", "AVX-512 VNNI, no AMX", "1.6-2x"),
+            ("avx_vnni", "AVX-VNNI, no AMX", None), ("avx2", "AVX2, no VNNI", "1.2-1.35x"))
+
+
+def _cpu(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
+    """The CPU's model, core count and the best int8 instructions it has (Linux: /proc/cpuinfo's
+    flags); int8 (cpu) graphs gain on VNNI and most on AMX."""
+    model, flags = platform.processor() or None, set()
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and ":" in line:
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    best = next((isa for isa in INT8_ISA if isa[0] in flags), None)
+    return {"model": model, "cores": os.cpu_count(), "int8": best[1] if best else None,
+            "int8_speedup": best[2] if best else None}
+
+
+def _cpu_text(c: Any) -> str:
+    if not isinstance(c, dict) or "error" in c:
+        return _text(c, "unknown")
+    text = f"{c['model'] or 'unknown'}, {c['cores']} cores"
+    if c.get("int8"):
+        text += f"; int8: {c['int8']}"
+        if c.get("int8_speedup"):
+            text += f" (a part's int8 cpu graph: {c['int8_speedup']} its fp32 graph at batch 1 on such CPUs)"
+    return text
 
 
 def _torch() -> Dict[str, Any]:
@@ -117,6 +154,7 @@ def collect() -> Dict[str, Any]:
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "platform": platform.platform(),
+        "cpu": _safe(_cpu),
         "jetson": _safe(jetson_model),
         "l4t": _safe(_l4t),
         "torch": _safe(_torch),
@@ -178,6 +216,7 @@ def rows(info: Dict[str, Any]) -> List[Tuple[str, str]]:
         ("hfr-edge", info["hfr_edge"]),
         ("python", f"{info['python']} ({info['python_executable']})"),
         ("platform", info["platform"]),
+        ("cpu", _cpu_text(info["cpu"])),
         ("jetson", _text(info["jetson"], "no")),
         ("l4t / jetpack", _text(info["l4t"], "-")),
         ("torch", _torch_text(info["torch"])),

@@ -10,7 +10,7 @@ import pytest
 from hfr_edge import doctor
 from hfr_edge.runtime import trtinfo
 
-KEYS = {"hfr_edge", "python", "python_executable", "platform", "jetson", "l4t", "torch", "onnxruntime", "openvino", "onnx",
+KEYS = {"hfr_edge", "python", "python_executable", "platform", "cpu", "jetson", "l4t", "torch", "onnxruntime", "openvino", "onnx",
         "tensorrt", "pycuda", "cuda_binding", "gpu", "opencv", "cameras"}
 
 
@@ -59,6 +59,26 @@ def test_l4t_and_jetson_parsing(tmp_path, monkeypatch):
     assert trtinfo.jetson_model() is None
 
 
+def test_cpu_names_its_best_int8_instructions(tmp_path):
+    """The CPU line: model, cores and the best int8 instructions among its flags (AMX over VNNI over
+    AVX2), with what a part's int8 cpu graph ran on such CPUs; none where the flags say nothing."""
+    info = tmp_path / "cpuinfo"
+
+    def cpu(flags):
+        info.write_text(f"processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu sse2 {flags}\n\n"
+                        f"processor\t: 1\nflags\t\t: fpu\n")
+        return doctor._cpu(str(info))
+
+    assert cpu("avx2 avx512f avx512_vnni amx_tile amx_int8")["int8"] == "AMX"
+    c = cpu("avx2 avx512f avx512_vnni")
+    assert c["model"] == "Some Xeon" and c["int8"] == "AVX-512 VNNI, no AMX" and c["cores"] == os.cpu_count()
+    assert doctor._cpu_text(c) == f"Some Xeon, {os.cpu_count()} cores; int8: AVX-512 VNNI, no AMX (a part's int8 cpu graph: 1.6-2x its fp32 graph at batch 1 on such CPUs)"
+    assert cpu("avx2")["int8"] == "AVX2, no VNNI" and cpu("avx2 avx_vnni")["int8"] == "AVX-VNNI, no AMX"
+    assert doctor._cpu_text(cpu("avx2 avx_vnni")).endswith("int8: AVX-VNNI, no AMX")
+    assert cpu("")["int8"] is None and "int8" not in doctor._cpu_text(cpu(""))
+    assert doctor._cpu(str(tmp_path / "absent"))["int8"] is None
+
+
 def test_rows_survive_broken_probes():
     info = {k: None for k in KEYS}
     info.update(hfr_edge="0", python="3.8", python_executable="py", platform="x",
@@ -67,6 +87,7 @@ def test_rows_survive_broken_probes():
     table = dict(doctor.rows(info))
     assert table["torch"] == "error: OSError: libcudart.so missing"
     assert table["onnxruntime"] == "not installed" and table["gpu"] == "none found" and table["cameras"] == "none"
+    assert table["cpu"] == "unknown"
     assert table["openvino"] == "not installed"
     info["openvino"] = {"error": "RuntimeError: no plugins"}
     assert dict(doctor.rows(info))["openvino"] == "error: RuntimeError: no plugins"
