@@ -106,6 +106,26 @@ def _reads_stride4(meta) -> bool:
     return cfg.stats != "none" and cfg.stats_weights[0] > 0
 
 
+def _exported_from(ck: dict, meta) -> bool:
+    """The graph (its metadata `meta`) was exported from the checkpoint `ck`: the same model config
+    and normalisation. Raises KeyError / TypeError / ValueError on a malformed checkpoint."""
+    from .config import ModelConfig, NormStats  # noqa: PLC0415
+
+    return (ModelConfig.from_dict(ck["config"]).to_dict() == meta.model
+            and NormStats.from_dict(ck["norm"]).to_dict() == meta.norm)
+
+
+def _training_folder(ck: dict) -> Optional[Path]:
+    """The folder the checkpoint was trained on, resolved, where that path still is a folder here."""
+    trained_on = ck.get("train", {}).get("data")
+    return Path(trained_on).resolve() if trained_on and Path(trained_on).is_dir() else None
+
+
+def _is_training_folder(images: str, root: Path) -> bool:
+    """`images` names the training folder `root` (the dataset, its train/ or train/good/)."""
+    return Path(images).resolve() in (root, root / "train", root / "train" / "good")
+
+
 def auto_refit(src: Path, meta, images: str, target: str):
     """`--refit auto`: (the checkpoint to refit with, None) where the refit is what a user wants, else
     (None, why not). It is for the cpu target and a part's map (statistics at stride 4), whose early
@@ -128,20 +148,17 @@ def auto_refit(src: Path, meta, images: str, target: str):
     if importlib.util.find_spec("torch") is None:
         return None, "torch is not installed to read its checkpoint"
     from .checkpoint import load_checkpoint  # noqa: PLC0415
-    from .config import ModelConfig, NormStats  # noqa: PLC0415
 
     try:
         ck = load_checkpoint(found[0])
-        same = (ModelConfig.from_dict(ck["config"]).to_dict() == meta.model
-                and NormStats.from_dict(ck["norm"]).to_dict() == meta.norm)
+        same = _exported_from(ck, meta)
     except (HfrError, KeyError, TypeError, ValueError):
         return None, f"{found[0]} could not be read as its checkpoint"
     if not same:
         return None, f"{found[0]} is not the checkpoint it was exported from"
-    trained_on = ck.get("train", {}).get("data")
-    root = Path(trained_on).resolve() if trained_on else None
-    if root is None or Path(images).resolve() not in (root, root / "train", root / "train" / "good"):
-        return None, f"--images {images} are not what {found[0]} was trained on ({trained_on or 'unknown'})"
+    root = _training_folder(ck)
+    if root is None or not _is_training_folder(images, root):
+        return None, f"--images {images} are not what {found[0]} was trained on ({ck['train'].get('data') or 'unknown'})"
     return str(found[0]), None
 
 
@@ -172,19 +189,17 @@ def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str
 
     ck = load_checkpoint(ckpt)
     model = model_from_checkpoint(ck, ckpt)
-    if model.cfg.to_dict() != meta.model or NormStats.from_dict(ck["norm"]).to_dict() != meta.norm:
+    if not _exported_from(ck, meta):
         raise HfrError(f"--refit {ckpt}: not the checkpoint {src} was exported from (its model or normalisation "
                        f"differs); give that checkpoint, or calibrate without --refit")
     if model.gauss is None:
         raise HfrError(f"--refit {ckpt}: its map has no feature statistics to refit (stats none); "
                        f"calibrate without --refit")
-    trained_on = ck.get("train", {}).get("data")
-    if trained_on and Path(trained_on).is_dir():  # where that path still means something here
-        root = Path(trained_on).resolve()
-        if Path(source).resolve() not in (root, root / "train", root / "train" / "good"):
-            console.warn(f"--refit: {source} is not what {ckpt} was trained on ({trained_on}): the statistics are "
-                         f"refitted and scaled on these frames as on training images; give --images the "
-                         f"training images", log)
+    root = _training_folder(ck)
+    if root is not None and not _is_training_folder(source, root):  # where that path still means something here
+        console.warn(f"--refit: {source} is not what {ckpt} was trained on ({ck['train']['data']}): the statistics are "
+                     f"refitted and scaled on these frames as on training images; give --images the "
+                     f"training images", log)
     x = view_inputs(list(frames if fit_frames is None else fit_frames), view_for(meta.extra.get("view"), roi, str(src)),
                     meta.image_size)
     console.say(f"refitting the statistics on the int8 graph's features of {len(x)} frames (--refit {ckpt})", log)
