@@ -23,19 +23,13 @@ def need(path: Path, what: str) -> Path:
 
 
 def machine() -> dict:
-    cpu, isa = platform.processor() or "", []
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):  # int8 speed depends on these (VNNI: int8 dot products)
-                isa = sorted({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"} & set(line.split()))
-                break
-    except OSError:
-        pass
     import onnxruntime as ort
 
-    d = {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
+    from hfr_edge.doctor import cpuinfo
+
+    cpu, flags = cpuinfo()
+    isa = sorted({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"} & flags)  # int8 speed depends on these
+    d = {"cpu": cpu or "", "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
          "onnxruntime": ort.__version__}
     try:
         import torch

@@ -41,9 +41,9 @@ INT8_ISA = (("amx_int8", "AMX", "about 2x"), ("avx512_vnni", "AVX-512 VNNI, no A
             ("avx_vnni", "AVX-VNNI, no AMX", None), ("avx2", "AVX2, no VNNI", "1.2-1.35x"))
 
 
-def _cpu(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
-    """The CPU's model, core count and the best int8 instructions it has (Linux: /proc/cpuinfo's
-    flags); int8 (cpu) graphs gain on VNNI and most on AMX."""
+def cpuinfo(path: str = "/proc/cpuinfo") -> Tuple[Optional[str], set]:
+    """(the CPU's model name, its instruction flags) from Linux's /proc/cpuinfo (the first CPU's);
+    elsewhere (platform.processor() or None, no flags). The benchmarks' machine record reads it too."""
     model, flags = platform.processor() or None, set()
     try:
         with open(path) as f:
@@ -55,6 +55,13 @@ def _cpu(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
                     break
     except OSError:
         pass
+    return model, flags
+
+
+def _cpu(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
+    """The CPU's model, core count and the best int8 instructions it has (cpuinfo's flags); int8
+    (cpu) graphs gain on VNNI and most on AMX."""
+    model, flags = cpuinfo(path)
     best = next((isa for isa in INT8_ISA if isa[0] in flags), None)
     return {"model": model, "cores": os.cpu_count(), "int8": best[1] if best else None,
             "int8_speedup": best[2] if best else None}
