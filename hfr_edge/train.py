@@ -275,23 +275,32 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
     return choice
 
 
-def refit_statistics(model, int8_levels, x: np.ndarray, device="cpu") -> None:
+def refit_statistics(model, int8_levels, x: np.ndarray, device="cpu", components: Optional[int] = None) -> None:
     """The statistics fitted again on the features an int8 graph computes for the training images x
     (float32 (N, 3, S, S)): `int8_levels` holds them per level, (N, C, h, w), None where the statistics
     do not read a level. Their smallest-variance directions then allow for the int8 encoder's rounding,
     which they would otherwise magnify (README.md, Speed, "Twelfth session"). The images are grouped by
     their float stride-16 features, as training grouped them, and each level's distance keeps its
     scale: the refitted one on the int8 features of x has the mean the trained one has on their float
-    features (both fitted on these images, so the two means are alike in kind)."""
+    features (both fitted on these images, so the two means are alike in kind). `components`: that
+    many Gaussians per level instead of the checkpoint's (model.cfg then records the count)."""
+    import dataclasses
+
     import torch
 
-    g = model.gauss
+    from .model import feature_gaussian
+
+    trained = g = model.gauss
+    if components is not None and components != g.components:
+        cfg = dataclasses.replace(model.cfg, stats_components=int(components))
+        g = feature_gaussian(cfg).to(device)
+        g.level_scale.copy_(trained.level_scale)
     if any(u and q is None for q, u in zip(int8_levels, g.used)):
         raise ValueError("int8 features missing for a level the statistics read")
     floats = _encode_all(model, x, device)[0]
     levels = [torch.from_numpy(q).to(device) if u else f for f, q, u in zip(floats, int8_levels, g.used)]
     with torch.inference_mode():
-        before = g([f if u else None for f, u in zip(floats, g.used)])
+        before = trained([f if u else None for f, u in zip(floats, g.used)])
     try:
         g.fit(levels, group_by=floats[-1])
     except ValueError:
@@ -302,6 +311,8 @@ def refit_statistics(model, int8_levels, x: np.ndarray, device="cpu") -> None:
         for lvl, (b, a) in enumerate(zip(before, after)):
             if b is not None:
                 g.level_scale[1, lvl] *= float(b.mean()) / max(float(a.mean()), 1e-12)
+    if g is not trained:
+        model.gauss, model.cfg = g, dataclasses.replace(model.cfg, stats_components=g.components)
 
 
 def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainConfig,

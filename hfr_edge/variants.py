@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from .base import console
+from .base.artifact import load_meta
 from .base.errors import HfrError
 from .base.fsio import write_json_atomic
 from .base.view import view_for, view_inputs
@@ -80,7 +81,8 @@ def calibrate_model(onnx_path, images: str, out_path=None, n: int = 200, method:
         rep = {"model": str(src), "int8": str(out), "method": method, "target": target,
                "calibration_frames": len(cal), "int8_provider": provider8,
                "early_layers": "int8, statistics refitted on them" if refit else "float",
-               **({"refit": {"checkpoint": str(refit), "frames": len(frames)}} if refit else {})}
+               **({"refit": {"checkpoint": str(refit), "frames": len(frames),
+                             "stats_components": load_meta(out).model.get("stats_components")}} if refit else {})}
         if hold:
             view = view_for(meta.extra.get("view"), roi, str(src))
             rep["holdout"] = compare_frames(str(src), str(out), view_inputs([frames[i] for i in hold], view, meta.image_size),
@@ -162,6 +164,14 @@ def auto_refit(src: Path, meta, images: str, target: str):
     return str(found[0]), None
 
 
+# the Gaussians per level of a cpu graph's refitted statistics where its map reads the stride-4 level (a
+# part): that level's whitening (9.4 MB per Gaussian at 256 px) is the int8 graph's one float product,
+# memory-bound at batch 1. Bottle (seeds 0 / 3 / 4): int8 pixel AUROC / AUPRO 0.9925 / 0.9707 with one or
+# with the checkpoint's three (fp32: one costs 0.0001-0.0005 AUPRO, so the fp32 graph keeps them); OpenVINO
+# against ONNX Runtime fp32 at batch 1 1.62-2.02x -> 2.37x on a CPU without AMX (README.md, Speed)
+CPU_STRIDE4_COMPONENTS = 1
+
+
 def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str, ckpt: str, source: str,
                     roi: Optional[str] = None, log: Optional[TextIO] = None, fit_frames=None) -> Path:
     """The int8 graph with every encoder layer int8: the statistics read features whose int8 rounding
@@ -171,8 +181,9 @@ def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str
     checkpoint `ckpt` (the one `src` was exported from) exported again with them and quantized with the
     same frames, whose encoder ranges do not change. `fit_frames` (default `frames`): the frames the
     statistics are fitted on, all of the training images read, those held out to compare too (the
-    trained statistics saw them as well). Bottle: the cpu graph 2.0x ONNX Runtime fp32
-    (1.9x with the early layers float), int8 against fp32 within 0.0005 (README.md, Speed)."""
+    trained statistics saw them as well). For the cpu target a map that reads stride 4 takes
+    CPU_STRIDE4_COMPONENTS Gaussians per level. Bottle: the cpu graph 2.0-2.4x ONNX Runtime fp32
+    (1.6-1.9x with the early layers float), int8 against fp32 within 0.0005 (README.md, Speed)."""
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
@@ -203,6 +214,11 @@ def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str
     x = view_inputs(list(frames if fit_frames is None else fit_frames), view_for(meta.extra.get("view"), roi, str(src)),
                     meta.image_size)
     console.say(f"refitting the statistics on the int8 graph's features of {len(x)} frames (--refit {ckpt})", log)
+    components = CPU_STRIDE4_COMPONENTS if target == "cpu" and model.gauss.used[0] else None
+    if components is not None and components != model.gauss.components:
+        console.say(f"the cpu graph's statistics take {components} Gaussian(s) per level where {ckpt} has "
+                    f"{model.gauss.components}: the int8 graph reads {components}/{model.gauss.components} of the "
+                    f"stride-4 whitening matrices per frame (bottle: the int8 accuracy of {model.gauss.components})", log)
     if not model.gauss.used[0]:
         console.say("note: these statistics read strides 8 and 16 only (a texture or an aligned surface), where the "
                     "early layers' rounding costs little: --refit buys about 10 % of speed there for up to 0.012 image "
@@ -224,7 +240,7 @@ def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str
         if any(u and f is None for f, u in zip(levels, model.gauss.used)):
             raise HfrError(f"{src}: the statistics' input features were not found in the graph ({', '.join(names)}); "
                            f"calibrate without --refit, and report this bug", 1)
-        refit_statistics(model, levels, x)
+        refit_statistics(model, levels, x, components=components)
         again = save_checkpoint(Path(td) / Path(ckpt).name, model, NormStats.from_dict(ck["norm"]), ck["train"])
         fp = export_onnx(str(again), str(Path(td) / "refit.onnx"), opset=opset, batch=meta.extra.get("batch", "dynamic"))
         out = calibrate(fp, frames, out, method, source=source, target=target, roi=roi, early_float=False, log=quiet)

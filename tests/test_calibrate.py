@@ -388,3 +388,54 @@ def test_a_fixed_batch_graph_runs_any_count_and_calibrates(tiny_ckpt, tiny_model
         out = calibrate_model(str(b2), str(syn_data / "train"), str(tmp_path / f"b2-{target}.onnx"), n=9,
                               target=target, speed=False)
         assert qdq_problems(onnx.load(str(out)), target) == []
+
+
+def test_refit_for_a_cpu_takes_one_gaussian_at_stride_4(syn_data, tmp_path):
+    """A part's graph (statistics at stride 4) refitted for the cpu target takes CPU_STRIDE4_COMPONENTS
+    Gaussians per level where its checkpoint has more (the int8 graph's one float product reads a third
+    of the whitening at 3), the graph's JSON records the count, and calibrate says so; TensorRT's refit
+    keeps the checkpoint's count. refit_statistics with `components` on the float features fits what a
+    one-Gaussian fit of them gives, and keeps each level's mean distance on these images."""
+    import dataclasses
+    import io
+
+    import torch
+
+    from hfr_edge.checkpoint import save_checkpoint
+    from hfr_edge.config import ModelConfig, TrainConfig
+    from hfr_edge.data import load_items, open_dataset
+    from hfr_edge.export.onnx_export import export_onnx
+    from hfr_edge.model import feature_gaussian
+    from hfr_edge.train import _encode_all, fit, refit_statistics
+    from hfr_edge.variants import CPU_STRIDE4_COMPONENTS
+
+    assert CPU_STRIDE4_COMPONENTS == 1
+    x, _, _, _ = load_items(open_dataset(str(syn_data)).train, 64)
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats_level_weights=(1.0, 0.0, 0.0), stats_components=2,
+                      aligned_level_weights=None, part_level_weights=None)  # a part's map with two Gaussians
+    model, stats, summary = fit(x[:10], x[10:], cfg, TrainConfig(epochs=1, batch_size=4), progress=False)
+    assert model.gauss.components == 2
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", model, stats, summary)
+    export_onnx(str(ckpt), str(tmp_path / "model.onnx"))
+
+    floats = _encode_all(model, x[:10], "cpu")[0]
+    with torch.inference_mode():
+        before = model.gauss([floats[0], None, None])[0].mean() * model.gauss.level_scale[1, 0]
+    one = feature_gaussian(dataclasses.replace(model.cfg, stats_components=1))
+    one.fit(floats)
+    refit_statistics(model, [f.numpy() if u else None for f, u in zip(floats, model.gauss.used)], x[:10], components=1)
+    assert model.gauss.components == 1 and model.cfg.stats_components == 1
+    torch.testing.assert_close(model.gauss.white0, one.white0, rtol=1e-4, atol=1e-5)
+    with torch.inference_mode():
+        after = model.gauss([floats[0], None, None])[0].mean() * model.gauss.level_scale[1, 0]
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-6)  # the map's scale of the distance kept
+
+    for target, count in (("cpu", 1), ("tensorrt", 2)):
+        log = io.StringIO()
+        out = calibrate_model(str(tmp_path / "model.onnx"), str(syn_data / "train"), str(tmp_path / f"{target}.onnx"),
+                              n=10, target=target, speed=False, refit=str(ckpt), log=log)
+        assert load_meta(out).model["stats_components"] == count
+        white = [i for i in onnx.load(str(out)).graph.initializer if len(i.dims) == 3 and i.dims[0] == 16 * 16 and i.dims[1] > 1]
+        assert white and all(i.dims[2] == count * i.dims[1] for i in white)  # (positions, C, K C)
+        assert ("Gaussian(s) per level where" in log.getvalue()) == (target == "cpu")
+        assert json.loads(out.with_name(f"{target}.calib.json").read_text())["refit"]["stats_components"] == count
