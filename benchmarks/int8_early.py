@@ -5,6 +5,10 @@ target's, judged on OpenVINO) on 200 training frames (`--frames`), evaluated on 
 own fp32 graph. Writes benchmarks/results/int8_early.json.
 
     python benchmarks/int8_early.py [--epochs 30] [--ckpt surface.pt] [--work DIR] [--set-option k=v ...]
+                                    [--targets tensorrt,cpu] [--arms "all int8,early float,all int8 + refit"]
+
+Arm `all int8 + refit keep`: the refit with the checkpoint's Gaussian count on the cpu target too
+(variants.CPU_STRIDE4_COMPONENTS set aside), as before the fourteenth session.
 
 --ckpt: a bottle checkpoint of the default decoder, scored under the defaults' fusion (refitted if it was
 trained under another) and under `--preset paper`'s (same decoder, no statistics).
@@ -31,7 +35,9 @@ ap.add_argument("--set-option", action="append", default=[], metavar="KEY=VALUE"
 ap.add_argument("--name", default="int8_early.json", help="results file in benchmarks/results/")
 ap.add_argument("--frames", type=int, default=200, help="calibration frames of bottle's training images (-n)")
 ap.add_argument("--arms", default="all int8,early float,all int8 + refit",
-                help="which encoder placements to calibrate")
+                help="which encoder placements to calibrate; `all int8 + refit keep`: the refit with the "
+                "checkpoint's Gaussian count on the cpu target too (before the fourteenth session's one)")
+ap.add_argument("--targets", default="tensorrt,cpu", help="which calibration targets")
 args = ap.parse_args()
 bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
 
@@ -40,6 +46,7 @@ from hfr_edge.checkpoint import load_checkpoint, model_from_checkpoint, save_che
 from hfr_edge.compare import report_path  # noqa: E402
 from hfr_edge.config import ModelConfig, NormStats, TrainConfig, preset_fields  # noqa: E402
 from hfr_edge.export.onnx_export import export_onnx  # noqa: E402
+from hfr_edge import variants  # noqa: E402
 from hfr_edge.train import fit  # noqa: E402
 from hfr_edge.variants import calibrate_model  # noqa: E402
 from suite_data import load_set  # noqa: E402
@@ -67,17 +74,18 @@ def checkpoints(work: Path) -> dict:
 
 
 def run(work: Path) -> list:
-    rows, keep = [], qdq.early_layers
+    rows, keep, cpu_components = [], qdq.early_layers, variants.CPU_STRIDE4_COMPONENTS
     for preset, ck in checkpoints(work).items():
         with contextlib.redirect_stdout(io.StringIO()):
             fp32 = export_onnx(str(ck), str(work / f"{preset}.onnx"))
-        for target in ("tensorrt", "cpu"):
+        for target in args.targets.split(","):
             for arm in args.arms.split(","):
-                refit = arm.endswith("refit")
+                refit = "refit" in arm
                 if refit and preset == "paper":
                     continue  # no statistics to refit
                 qdq.early_layers = keep if arm == "early float" else (lambda model: [])
-                tag = arm.split()[0] + ("-refit" if refit else "")
+                variants.CPU_STRIDE4_COMPONENTS = None if arm.endswith("keep") else cpu_components
+                tag = arm.split()[0] + ("-refit" if refit else "") + ("-keep" if arm.endswith("keep") else "")
                 out = work / f"{preset}-{tag}.{'int8' if target == 'tensorrt' else 'int8cpu'}.onnx"
                 with contextlib.redirect_stdout(io.StringIO()):  # the refit: `calibrate --refit CKPT`
                     q = calibrate_model(fp32, str(bottle / "train" / "good"), str(out), n=args.frames, target=target,
@@ -86,6 +94,7 @@ def run(work: Path) -> list:
                 e = r["eval"]
                 f32 = e["fp32"]
                 rows.append({"preset": preset, "target": target, "early_layers": arm, "runtime": e["int8_provider"],
+                             "stats_components": json.loads(Path(str(q) + ".json").read_text())["model"]["stats_components"],
                              "fp32_pixel_auroc": f32["pixel_auroc"], "fp32_aupro": f32["aupro"],
                              "int8_pixel_auroc": e["int8"]["pixel_auroc"], "int8_aupro": e["int8"]["aupro"],
                              "image_auroc_drop": f32["image_auroc"] - e["int8"]["image_auroc"],
@@ -94,7 +103,7 @@ def run(work: Path) -> list:
                              "map_rel_error": e["agreement"]["map_mean_rel_error"],
                              "speed_x": r.get("speed", {}).get("speedup")})
                 print(rows[-1], file=sys.stderr, flush=True)
-    qdq.early_layers = keep
+    qdq.early_layers, variants.CPU_STRIDE4_COMPONENTS = keep, cpu_components
     return rows
 
 
@@ -104,6 +113,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         rows = run(work)
     cols = [(k, k.replace("_", " "), f) for k, f in (("preset", None), ("target", None), ("early_layers", None),
+                                                        ("stats_components", None),
                                                         ("runtime", None), ("fp32_pixel_auroc", "{:.4f}"),
                                                         ("image_auroc_drop", "{:.4f}"), ("pixel_auroc_drop", "{:.4f}"),
                                                         ("aupro_drop", "{:.4f}"), ("map_rel_error", "{:.3f}"),

@@ -72,7 +72,7 @@ def test_cpu_names_its_best_int8_instructions(tmp_path):
     assert cpu("avx2 avx512f avx512_vnni amx_tile amx_int8")["int8"] == "AMX"
     c = cpu("avx2 avx512f avx512_vnni")
     assert c["model"] == "Some Xeon" and c["int8"] == "AVX-512 VNNI, no AMX" and c["cores"] == os.cpu_count()
-    assert doctor._cpu_text(c) == f"Some Xeon, {os.cpu_count()} cores; int8: AVX-512 VNNI, no AMX (a part's int8 cpu graph: 1.6-2x its fp32 graph at batch 1 on such CPUs)"
+    assert doctor._cpu_text(c) == f"Some Xeon, {os.cpu_count()} cores; int8: AVX-512 VNNI, no AMX (a part's int8 cpu graph: 2-2.4x its fp32 graph at batch 1 on such CPUs)"
     assert cpu("avx2")["int8"] == "AVX2, no VNNI" and cpu("avx2 avx_vnni")["int8"] == "AVX-VNNI, no AMX"
     assert doctor._cpu_text(cpu("avx2 avx_vnni")).endswith("int8: AVX-VNNI, no AMX")
     assert cpu("")["int8"] is None and "int8" not in doctor._cpu_text(cpu(""))
