@@ -189,6 +189,7 @@ def test_live_camera_and_ctrl_c_while_stalled(tmp_path, toy_onnx, monkeypatch):
     cam = _FakeCamera(40)
     monkeypatch.setattr(sources, "_cv2_capture", lambda target, api: cam)
 
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN where pytest runs in the background
     ctrl_c_once_stalled(cam, settle=0.5)
     s = run(str(toy_onnx), camera="0", headless=True, jsonl=str(tmp_path / "r.jsonl"), stall_timeout=30,
             log=io.StringIO())
@@ -196,4 +197,4 @@ def test_live_camera_and_ctrl_c_while_stalled(tmp_path, toy_onnx, monkeypatch):
     assert s["stopped_by"] == "SIGINT" and 1 <= s["frames"] == len(recs) <= 40
     assert s["frames"] + s["dropped"] == 40  # every captured frame was either processed or dropped
     assert [r["frame"] for r in recs] == sorted({r["frame"] for r in recs})  # newest first never reorders
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
