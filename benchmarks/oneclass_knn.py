@@ -3,10 +3,10 @@ one-class recipe. For each test image, each position of the stride-16 level (a 4
 is compared with the training images' features at the same position; the distance to the nearest
 one, the maximum (or mean) over positions, is a score alone or added to the recipe's image score
 (both standardised on the held-out normals). A second lead (fourteenth session), measured the same
-way: one image-level Gaussian of the deepest features averaged over positions (320 channels; a
-full covariance shrunk by 0.01, or by channels / images where that is more), its squared
-Mahalanobis distance over the channel count as a score, alone or added to the recipe's (weights
-GLOBAL_WEIGHTS). Image AUROC per set and seed, PatchCore's row from benchmarks/results/suite.json
+way: one image-level Gaussian of the deepest features averaged over positions (320 channels; the
+statistics' own FeatureGaussian, kind "shared", on a 1 x 1 grid: a full covariance shrunk by 0.01, or
+by channels / images where that is more), its squared Mahalanobis distance over the channel count as
+a score, alone or added to the recipe's (weights GLOBAL_WEIGHTS). Image AUROC per set and seed, PatchCore's row from benchmarks/results/suite.json
 beside it. Writes benchmarks/results/oneclass_knn.json.
 
     python benchmarks/oneclass_knn.py [--sets mnist-0,...,fashion-mnist-2] [--seeds 0,1] [--models DIR]
@@ -56,26 +56,11 @@ def nearest(q, bank, chunk: int = 500):
     return torch.cat([torch.cdist(q[:, i:i + chunk], bank).min(-1).values for i in range(0, q.shape[1], chunk)], 1)
 
 
-def global_gaussian(train, shrink: float = 0.01):
-    """One Gaussian of the rows of `train` (N, C) -> a function of (M, C): the squared Mahalanobis
-    distance over C."""
-    import torch
-
-    t = train.double()
-    mean = t.mean(0)
-    x = t - mean
-    cov = x.T @ x / max(len(t) - 1, 1)
-    c = cov.shape[0]
-    cov = cov + max(shrink, c / len(t)) * cov.diagonal().mean() * torch.eye(c, dtype=cov.dtype)
-    prec = torch.linalg.inv(cov)
-    return lambda f: (((f.double() - mean) @ prec) * (f.double() - mean)).sum(1) / c
-
-
 def one(name: str, seed: int) -> dict:
     import torch
 
     from hfr_edge.metrics import auroc
-    from hfr_edge.model import DeployModel
+    from hfr_edge.model import DeployModel, FeatureGaussian
 
     d = load_set(name, seed, size=SIZE_ONECLASS)
     model, stats = model_for(name, seed, d)
@@ -99,9 +84,11 @@ def one(name: str, seed: int) -> dict:
         row[f"nn_{agg}"] = auroc(d.labels, s)
         for w in WEIGHTS:
             row[f"recipe_nn_{agg}_{w:g}"] = auroc(d.labels, z(recipe, recipe_h) + w * z(s, sh))
-    pooled = lambda b: model.encode(b)[1].mean((2, 3))  # noqa: E731 - the deepest level, averaged
-    g = global_gaussian(run(d.x_train, pooled))
-    gte, gho = (g(run(x, pooled)).numpy() for x in (d.x_test, d.x_hold))
+    pooled = lambda b: model.encode(b)[1].mean((2, 3), keepdim=True)  # noqa: E731 - the deepest level, averaged
+    gtr = run(d.x_train, pooled)
+    g = FeatureGaussian([gtr.shape[1]], [(1, 1)], "shared")  # the statistics' own fit, on a 1 x 1 grid
+    g.fit([gtr])
+    gte, gho = (run(x, lambda b: g([pooled(b)])[0].flatten()).numpy() for x in (d.x_test, d.x_hold))
     row["global"] = auroc(d.labels, gte)
     for w in GLOBAL_WEIGHTS:
         row[f"recipe_global_{w:g}"] = auroc(d.labels, z(recipe, recipe_h) + w * z(gte, gho))
