@@ -63,14 +63,15 @@ def write_json(name: str, obj) -> Path:
 
 def ort_session(path):
     """An ONNX Runtime CPU session as the suite measures every method: all graph optimisations,
-    default threads, no spinning (spinning threads would steal the shared cores)."""
+    default threads, no spinning (spinning threads would steal the shared cores). `path`: an ONNX
+    file, or a serialized model (bytes)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so, providers=["CPUExecutionProvider"])
 
 
 def p50_ms(paths: dict, rounds: int = 20, per_round: int = 5, warmup: int = 3) -> dict:

@@ -41,6 +41,7 @@ ap.add_argument("--targets", default="tensorrt,cpu", help="which calibration tar
 args = ap.parse_args()
 bottle = need(DATASETS / "mvtec_ad" / "bottle", "MVTec AD bottle")
 
+from hfr_edge.base.artifact import load_meta  # noqa: E402
 from hfr_edge.calib import qdq  # noqa: E402
 from hfr_edge.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
 from hfr_edge.compare import report_path  # noqa: E402
@@ -94,7 +95,7 @@ def run(work: Path) -> list:
                 e = r["eval"]
                 f32 = e["fp32"]
                 rows.append({"preset": preset, "target": target, "early_layers": arm, "runtime": e["int8_provider"],
-                             "stats_components": json.loads(Path(str(q) + ".json").read_text())["model"]["stats_components"],
+                             "stats_components": load_meta(q).model["stats_components"],
                              "fp32_pixel_auroc": f32["pixel_auroc"], "fp32_aupro": f32["aupro"],
                              "int8_pixel_auroc": e["int8"]["pixel_auroc"], "int8_aupro": e["int8"]["aupro"],
                              "image_auroc_drop": f32["image_auroc"] - e["int8"]["image_auroc"],

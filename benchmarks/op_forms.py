@@ -1,5 +1,5 @@
 """Equivalent ONNX forms of the two costliest non-encoder ops of a part's graph, timed alone on ONNX
-Runtime (CPU, no thread spinning, interleaved round by round):
+Runtime (CPU, the suite's session settings: no thread spinning; interleaved round by round):
 
 - the stride-4 statistics' whitening product: 4096 positions, each its own (24, 72) matrix (three
   Gaussians side by side), a batched MatMul today (model.FeatureGaussian._nearest_local); against it
@@ -18,14 +18,13 @@ import argparse
 import time
 
 import numpy as np
-from common import table, write_json
+from common import ort_session, table, write_json
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--rounds", type=int, default=30)
 ap.add_argument("--name", default="op_forms.json")
 args = ap.parse_args()
 
-import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper as h, numpy_helper as nh  # noqa: E402
 
 rng = np.random.default_rng(0)
@@ -37,12 +36,7 @@ def session(nodes, inits, shape):
     g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                      [h.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                      [nh.from_array(a, n) for n, a in inits.items()])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    model = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return ort_session(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]).SerializeToString())
 
 
 def product_forms(b: int) -> dict:
