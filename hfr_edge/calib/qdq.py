@@ -207,11 +207,13 @@ def _per_tensor_deconv_weights(q, fp32) -> None:
 def _float_tail_inputs(model, keep_adds: bool = True, keep=frozenset()) -> None:
     """ORT gives every consumer of a quantized tensor the dequantized copy, also fusion-tail nodes
     it was told to exclude (an encoder level feeds both the next conv and the residual). Give every
-    consumer that is not a quantized op the original float tensor: Q/DQ then feeds only Conv /
-    ConvTranspose / Gemm / MatMul and the encoder's residual Adds."""
+    consumer that is not a quantized op the original float tensor: Q/DQ then feeds only the model's
+    Conv / ConvTranspose / Gemm / MatMul and the encoder's residual Adds (a weighted op of the fusion
+    tail, such as the statistics' projection reading an encoder level, takes the float tensor too)."""
     producers = {o: n for n in model.graph.node for o in n.output}
     for n in model.graph.node:
-        if n.name not in keep and (n.op_type in QUANT_OPS + list(QDQ_OPS) or (keep_adds and _quantized_add(n))):
+        quantized = n.op_type in QUANT_OPS and n.name.startswith(MODEL_SCOPE)
+        if n.name not in keep and (quantized or n.op_type in QDQ_OPS or (keep_adds and _quantized_add(n))):
             continue
         for k, name in enumerate(n.input):
             dq = producers.get(name)
