@@ -98,7 +98,7 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool", "stats_tile",
                  "stats_components", "sigma", "level_sigmas", "score", "aligned_level_weights",
-                 "part_level_weights", "part_residual_weights", "texture_stats_tile"}
+                 "part_level_weights", "part_residual_weights", "texture_stats_tile", "stats_dims"}
 
 
 def parse_fusions(items) -> dict:
@@ -149,7 +149,8 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
     from hfr_edge.train import _encode_all, fit_statistics, reference_images, reference_stats, resolve_alignment
 
     model = copy.deepcopy(trained)
-    kind = (trained.cfg.stats, trained.cfg.stats_pool, trained.cfg.stats_components, trained.cfg.stats_tile)
+    kind = (trained.cfg.stats, trained.cfg.stats_pool, trained.cfg.stats_components, trained.cfg.stats_tile,
+            trained.cfg.stats_dims)
     model.cfg = cfg
     ref, cpu = reference_images(d.x_train, d.x_hold), torch.device("cpu")
     fitted = {} if fitted is None else fitted
@@ -158,8 +159,9 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
         taps = _encode_all(model, d.x_train, cpu)[0]
         resolve_alignment(model, taps, d.x_train)
     need = stats_levels(model.cfg)  # the levels this fusion weighs (the trained Gaussian may lack some)
-    want = (cfg.stats, cfg.stats_pool, cfg.stats_components, model.cfg.stats_tile, tuple(need))  # tiles as chosen
-    same = want[:4] == kind and trained.gauss is not None and all(u or not n for u, n in zip(trained.gauss.used, need))
+    want = (cfg.stats, cfg.stats_pool, cfg.stats_components, model.cfg.stats_tile, cfg.stats_dims,
+            tuple(need))  # tiles as chosen
+    same = want[:5] == kind and trained.gauss is not None and all(u or not n for u, n in zip(trained.gauss.used, need))
     if cfg.stats == "none":
         model.gauss = None
     elif not same and want in fitted:

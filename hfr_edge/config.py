@@ -20,7 +20,8 @@ LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_
                        "stats": "none", "stats_weight": 1.0, "decoder": "dense", "level_weights": (1.0, 1.0, 1.0),
                        "stats_level_weights": None, "stats_pool": (1, 1, 1), "stats_tile": (1, 1, 1),
                        "stats_components": 1, "aligned_level_weights": None, "part_level_weights": None,
-                       "part_residual_weights": None, "level_sigmas": None, "texture_stats_tile": None}
+                       "part_residual_weights": None, "level_sigmas": None, "texture_stats_tile": None,
+                       "stats_dims": (0, 0, 0)}
 # ModelConfig's level-weight triples that may be None: field -> (its name in messages, an example)
 OPTIONAL_WEIGHTS = {"stats_level_weights": ("--stats-level-weights", "0.25,0.5,1"),
                     "aligned_level_weights": ("aligned level weights", "0,1,1"),
@@ -168,6 +169,14 @@ class ModelConfig:
     # 2 on ELPV (mono- and polycrystalline cells are not one Gaussian: 0.865 -> 0.882 image AUROC), 3 on
     # the one-class sets and 1 on bottle and the textures, where 2 would lose (grass AUPRO -0.022)
     stats_components: int = 0
+    # per level, the statistics read a level's features projected on their k leading principal directions
+    # (fitted on the training images' features with the statistics; 0: all channels). At stride 4 (a
+    # part's map; 24 channels) 12 gain on bottle on every seed (AUPRO 0.9711 -> 0.9733, 5 seeds, against
+    # a spread of 0.0008): with a few hundred images the per-position covariances of the last dozen
+    # directions, a few percent of the variance, are noise the whitening magnifies; the held-out normals
+    # then take one Gaussian instead of three, and the whitening matrices the graph reads per frame fall
+    # from 28 MB to 2.4 MB (README.md, "Benchmarks"). Levels 8 and 16: README.md, "Sixteenth session"
+    stats_dims: Tuple[int, int, int] = (12, 0, 0)
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -214,6 +223,9 @@ class ModelConfig:
         if self.texture_stats_tile is not None and not self._tiles_fit(self.texture_stats_tile):
             raise HfrError(f"texture stats tile {','.join(map(str, self.texture_stats_tile))} must be three of 1, 2, "
                            f"4, each dividing its level's grid at --image-size {self.image_size} (e.g. 1,2,2)")
+        if len(self.stats_dims) != 3 or min(self.stats_dims) < 0:
+            raise HfrError(f"--stats-dims {','.join(map(str, self.stats_dims))} must be three channel counts >= 0 "
+                           "(strides 4, 8, 16; 0: all channels; e.g. 12,0,0)")
         if not 0 <= self.stats_components <= 8:
             raise HfrError(f"--stats-components {self.stats_components} must be auto (0) or between 1 and 8")
 
@@ -233,6 +245,7 @@ class ModelConfig:
         d["level_weights"] = list(self.level_weights)
         d["stats_pool"] = list(self.stats_pool)
         d["stats_tile"] = list(self.stats_tile)
+        d["stats_dims"] = list(self.stats_dims)
         for k in OPTIONAL_TRIPLES:
             if d[k] is not None:
                 d[k] = list(d[k])
@@ -243,7 +256,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         # a field missing from an older artifact had the value it was built with, not today's default
         kw = {**LEGACY_MODEL_FIELDS, **{k: v for k, v in d.items() if k in known}}
-        for k in ("decoder_widths", "level_weights", "stats_pool", "stats_tile", *OPTIONAL_TRIPLES):
+        for k in ("decoder_widths", "level_weights", "stats_pool", "stats_tile", "stats_dims", *OPTIONAL_TRIPLES):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)

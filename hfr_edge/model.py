@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbones import SPECS, BackboneSpec, load_backbone
+from .base.errors import HfrError
 from .config import ModelConfig, NormStats
 
 
@@ -108,7 +109,7 @@ def cosine_residual(a: torch.Tensor, b: torch.Tensor, eps: float = RESIDUAL_EPS)
 
 
 LOCAL_MIX = 0.2  # `local`: share of the level's covariance (all positions') in each position's
-_STATS_KEY = re.compile(r"(mean|white)(\d+)(_\d+)?")  # a FeatureGaussian buffer: level, component
+_STATS_KEY = re.compile(r"(mean|white|proj)(\d+)(_\d+)?")  # a FeatureGaussian buffer: level, component
 
 
 def neighbourhood_mean(f: torch.Tensor, k: int) -> torch.Tensor:
@@ -133,13 +134,17 @@ class FeatureGaussian(nn.Module):
 
     `used` (one flag per level; None: all) keeps statistics only for the levels the map weighs: a
     level left out is neither fitted nor stored (bottle's part map uses stride 4 alone, and its
-    checkpoint was 110 MB, 58 of them the Gaussians of strides 8 and 16)."""
+    checkpoint was 110 MB, 58 of them the Gaussians of strides 8 and 16).
+
+    `dims` (per level, `stats_dims`; 0: all channels): the Gaussian of the level's features projected
+    on their k leading principal directions (over all training images and positions), one more 1x1
+    convolution (k, C) in front of the pooling, fitted by `fit` with the rest."""
 
     KINDS = ("shared", "position", "local")
 
     def __init__(self, channels: Sequence[int], grids: Sequence[Tuple[int, int]], kind: str,
                  pool: Sequence[int] = (1, 1, 1), components: int = 1, used: Optional[Sequence[bool]] = None,
-                 tile: Sequence[int] = (1, 1, 1)):
+                 tile: Sequence[int] = (1, 1, 1), dims: Sequence[int] = (0, 0, 0)):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"unknown statistics kind {kind!r}")
@@ -152,9 +157,16 @@ class FeatureGaussian(nn.Module):
             if h % t or w % t:
                 raise ValueError(f"a statistics tile of {t} does not divide a grid of {h} x {w}")
         self.used = [True] * self.levels if used is None else [bool(u) for u in used]
+        self.dims = [int(k) for k in dims]
+        self.variance_kept = {}  # per projected level, the share of its features' variance it keeps (set by fit)
         for i, (c, (h, w), t) in enumerate(zip(channels, grids, self.tile)):
             if not self.used[i]:
                 continue
+            if self.dims[i] > c:
+                raise ValueError(f"statistics of {self.dims[i]} dimensions at a level of {c} channels")
+            if self.dims[i]:  # the projection (a 1x1 convolution kernel); the Gaussian lives in its k dimensions
+                self.register_buffer(f"proj{i}", torch.eye(c)[:self.dims[i]].view(self.dims[i], c, 1, 1).clone())
+                c = self.dims[i]
             per_position = kind != "shared"
             for k in range(self.components):  # component 0 keeps the names of a one-component Gaussian
                 sfx = f"_{k}" if k else ""
@@ -182,12 +194,25 @@ class FeatureGaussian(nn.Module):
         for i, f in enumerate(levels):
             if not self.used[i]:
                 continue
+            if self.dims[i]:
+                self._fit_projection(f, i)
             f = self._pooled(f, i).double()
             for k, idx in enumerate(groups):
                 mean, white = self._fit_one(f[idx], shrink, mix, self.tile[i])
                 sfx = f"_{k}" if k else ""
                 getattr(self, f"mean{i}{sfx}").copy_(mean)
                 getattr(self, f"white{i}{sfx}").copy_(white)
+
+    def _fit_projection(self, f: torch.Tensor, i: int) -> None:
+        """Level i's projection: the k leading eigenvectors of its pooled features' covariance over all
+        images and positions, the largest first."""
+        f = neighbourhood_mean(f.double(), self.pool[i])
+        x = f.permute(1, 0, 2, 3).reshape(f.shape[1], -1)
+        x = x - x.mean(1, keepdim=True)
+        values, vectors = torch.linalg.eigh(x @ x.T)  # ascending
+        k = self.dims[i]
+        getattr(self, f"proj{i}").copy_(vectors[:, -k:].flip(1).T.reshape(k, -1, 1, 1))
+        self.variance_kept[i] = float(values[-k:].sum() / values.sum().clamp_min(1e-30))
 
     def _fit_one(self, f: torch.Tensor, shrink: float, mix: float, t: int = 1):
         n, c, h, w = f.shape
@@ -251,6 +276,10 @@ class FeatureGaussian(nn.Module):
         return out
 
     def _pooled(self, f: torch.Tensor, level: int) -> torch.Tensor:
+        """A level's features as its Gaussian reads them: projected (`dims`), then pooled (`pool`)."""
+        if self.dims[level]:
+            p = getattr(self, f"proj{level}")
+            f = F.conv2d(f, p if p.dtype == f.dtype else p.to(f.dtype))
         return neighbourhood_mean(f, self.pool[level])
 
     def without_unused(self, state: dict, prefix: str = "") -> dict:
@@ -493,10 +522,14 @@ def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:
     """An unfitted FeatureGaussian of `cfg`'s kind, sized for its backbone's levels and input size,
     with statistics for the levels its map weighs only."""
     levels = SPECS[cfg.backbone].levels(cfg.tap16)
+    for k, t in zip(cfg.stats_dims, levels):  # every level: the alignment may choose the levels after training
+        if k > t.channels:
+            raise HfrError(f"--stats-dims {','.join(map(str, cfg.stats_dims))}: {cfg.backbone}'s stride-{t.stride} "
+                           f"level has {t.channels} channels; give at most that many (0: all)")
     return FeatureGaussian([t.channels for t in levels],
                            [(cfg.image_size // t.stride, cfg.image_size // t.stride) for t in levels], kind=cfg.stats,
                            pool=cfg.stats_pool, components=cfg.stats_components, used=stats_levels(cfg),
-                           tile=cfg.stats_tile)
+                           tile=cfg.stats_tile, dims=cfg.stats_dims)
 
 
 class HFRAE(nn.Module):

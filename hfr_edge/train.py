@@ -262,6 +262,10 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
         model.gauss = feature_gaussian(model.cfg).to(device)
         model.gauss.fit(taps)
     used = model.gauss.used
+    if model.gauss.variance_kept:  # per level, [directions, channels, share of the variance they keep]
+        channels = [int(t.shape[1]) for t in taps]
+        choice["stats_dims"] = {str(4 << i): [model.gauss.dims[i], channels[i], round(v, 4)]
+                                for i, v in sorted(model.gauss.variance_kept.items())}
     rec, dist = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     with torch.inference_mode():
         for enc, deep in coded:
@@ -450,6 +454,9 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
     if "stats_components" in chosen:
         k = chosen["stats_components"]
         console.say(f"statistics: {k} Gaussian{'s' if k > 1 else ''} per level (--stats-components auto)")
+    for stride, (k, c, share) in chosen.get("stats_dims", {}).items():
+        console.say(f"statistics: stride {stride} in its {k} leading directions of {c} channels "
+                    f"({share:.0%} of the variance; --stats-dims)")
     if "aligned" in chosen:
         kind = {"texture": "a texture", "aligned": "aligned", "part": "one part at one place"}[chosen["kind"]]
         weights = ",".join(f"{w:g}" for w in chosen["stats_level_weights"])

@@ -94,7 +94,7 @@ def test_statistics_travel_through_checkpoint_and_graph(tmp_path, stats):
     xh = rng.random((4, 3, 64, 64), dtype=np.float32)
     # every level in the graph, both terms
     cfg = ModelConfig(image_size=64, stats=stats, level_weights=(0.25, 1.0, 1.0), stats_level_weights=None,
-                      aligned_level_weights=None)
+                      aligned_level_weights=None, stats_dims=(0, 0, 0))
     model, norm, summary = fit(x, xh, cfg, TrainConfig(epochs=1, batch_size=4),
                                progress=False)
     # each level's residual and distance average 1 on the held-out normals once scaled
@@ -348,7 +348,7 @@ def test_tiled_statistics_share_a_covariance_per_tile(tmp_path, components):
     assert all(np.isfinite(g.log_likelihood([x])))
 
     cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats="local", stats_level_weights=(1.0, 0.5, 1.0),
-                      stats_tile=(2, 4, 1), stats_components=components)
+                      stats_tile=(2, 4, 1), stats_components=components, stats_dims=(0, 0, 0))
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     old = cfg.to_dict()
     del old["stats_tile"]
@@ -574,7 +574,7 @@ def test_only_the_levels_the_map_weighs_keep_statistics(tmp_path):
     fit_statistics(model, taps, xh, torch.device("cpu"))
     assert model.gauss.used == [True, False, False]
     keys = [k for k in model.state_dict() if k.startswith("gauss.")]
-    assert sorted(keys) == ["gauss.level_scale", "gauss.mean0", "gauss.white0"]
+    assert sorted(keys) == ["gauss.level_scale", "gauss.mean0", "gauss.proj0", "gauss.white0"]
     assert float(model.gauss.level_scale[1, 1]) == float(model.gauss.level_scale[1, 2]) == 1.0
     norm = NormStats(threshold=1.0, low=0.0)
     ckpt = save_checkpoint(tmp_path / "c.pt", model, norm, {})
@@ -593,3 +593,68 @@ def test_only_the_levels_the_map_weighs_keep_statistics(tmp_path):
         assert torch.equal(DeployModel(old, norm)(xt)[0], want)
         with pytest.raises(ValueError, match="level 1 has no statistics"):
             model.gauss([None, taps[1][:1], None])
+
+
+def test_projected_statistics_read_the_leading_principal_directions(tmp_path):
+    """`stats_dims` k at a level: its Gaussian lives in the k leading principal directions of the
+    training features (one 1x1 projection in front of the pooling): the distance equals that of a
+    Gaussian fitted directly on the projected features; a departure along a kept direction is flagged,
+    one along a dropped (low-variance) direction is not; configs round-trip and older ones read 0 (all
+    channels); the exported graph computes what PyTorch does."""
+    onnx = pytest.importorskip("onnx")
+    from hfr_edge.config import NormStats
+    from hfr_edge.model import HFRAE, DeployModel, feature_gaussian
+
+    g0 = torch.Generator().manual_seed(0)
+    big = torch.randn(80, 3, 4, 4, generator=g0) * torch.tensor([5.0, 4.0, 3.0]).view(1, 3, 1, 1)
+    f = torch.cat([big, 0.01 * torch.randn(80, 3, 4, 4, generator=g0)], 1) + 1.0  # 3 strong, 3 weak channels
+    g = FeatureGaussian([6], [(4, 4)], "local", dims=(3,))
+    g.fit([f])
+    p = g.proj0.view(3, 6)
+    assert g.white0.shape == (16, 3, 3) and g.mean0.shape == (1, 3, 4, 4)
+    assert torch.allclose(p @ p.T, torch.eye(3), atol=1e-5)  # orthonormal rows ...
+    assert float(p[:, 3:].abs().max()) < 1e-2  # ... spanning the strong channels
+    direct = FeatureGaussian([3], [(4, 4)], "local")
+    direct.fit([torch.nn.functional.conv2d(f, g.proj0)])
+    x = f[:4].clone()
+    (d,) = g([x])
+    (ref,) = direct([torch.nn.functional.conv2d(x, g.proj0)])
+    assert torch.allclose(d, ref, rtol=1e-4, atol=1e-5)
+    kept, dropped = x.clone(), x.clone()
+    kept[:, 0] += 50.0  # ten sigma along the strongest channel
+    dropped[:, 5] += 0.2  # twenty sigma along a weak one: outside what the Gaussian reads
+    assert float(g([kept])[0].min()) > 5 * float(d.mean())
+    assert torch.allclose(g([dropped])[0], d, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="dimensions"):
+        FeatureGaussian([6], [(4, 4)], "local", dims=(7,))
+
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), stats="local", stats_level_weights=(1.0, 0.5, 1.0),
+                      stats_dims=(8, 16, 0), stats_components=2)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["stats_dims"]
+    assert ModelConfig.from_dict(old).stats_dims == (0, 0, 0)
+    for bad in ((-1, 0, 0), (12, 0)):
+        with pytest.raises(HfrError, match="--stats-dims"):
+            ModelConfig(stats_dims=bad)
+    with pytest.raises(HfrError, match="24 channels"):
+        feature_gaussian(ModelConfig(stats_dims=(25, 0, 0)))
+    model = HFRAE(cfg, pretrained=False).eval()
+    assert model.gauss.white0_1.shape == (256, 8, 8) and model.gauss.white1.shape == (64, 16, 16)
+    assert model.gauss.white2.shape == (16, 112, 112) and model.gauss.proj1.shape == (16, 40, 1, 1)
+    model.gauss.fit([torch.randn(12, c, 64 // s, 64 // s) + (torch.arange(12) % 2).view(-1, 1, 1, 1) * 4
+                     for c, s in ((24, 4), (40, 8), (112, 16))])
+    from hfr_edge.checkpoint import load_deploy_model, save_checkpoint
+    from hfr_edge.export.onnx_export import export_onnx
+
+    ckpt = save_checkpoint(tmp_path / "c.pt", model, NormStats(threshold=1.0, low=0.0), {"final_loss": 0.0})
+    img = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = DeployModel(model, NormStats(threshold=1.0, low=0.0))(img)[0]
+        assert torch.allclose(load_deploy_model(ckpt)[0](img)[0], want)
+    export_onnx(str(ckpt), str(tmp_path / "p.onnx"), batch="dynamic")  # the TensorRT allow-list holds
+    assert sum(n.op_type == "Conv" and "gauss" in n.name for n in onnx.load(str(tmp_path / "p.onnx")).graph.node) == 2
+    ort = pytest.importorskip("onnxruntime")
+    got = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"image": img.numpy()})[0]
+    assert np.allclose(got, want.numpy(), rtol=1e-3, atol=1e-3)

@@ -97,6 +97,24 @@ def test_eval_checkpoint_and_onnx_agree(cli_ckpt, syn_data, tmp_path):
         assert round(a[k], 4) == round(b[k], 4), k
 
 
+def test_stats_dims_project_and_are_reported(tmp_path, syn_data):
+    """`--stats-dims`: the statistics of a level in its k leading principal directions; the checkpoint
+    records the counts and the share of the variance they keep, and train says so."""
+    import torch
+
+    out = tmp_path / "d.pt"
+    r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--decoder-widths", "16,8,8",
+            "--stats-level-weights", "1,0,1", "--stats-dims", "8,0,16", "--stats-components", "1")
+    assert r.returncode == 0, r.stderr
+    ck = torch.load(out, weights_only=True)
+    assert ck["config"]["stats_dims"] == [8, 0, 16]
+    kept = ck["train"]["statistics"]["stats_dims"]
+    assert sorted(kept) == ["16", "4"] and kept["4"][:2] == [8, 24] and kept["16"][:2] == [16, 112]
+    assert all(0 < v[2] <= 1 for v in kept.values())
+    assert ck["state_dict"]["gauss.proj0"].shape == (8, 24, 1, 1) and ck["state_dict"]["gauss.white2"].shape[1:] == (16, 16)
+    assert "stride 4 in its 8 leading directions of 24 channels" in r.stderr
+
+
 def test_folder_format_without_masks(tmp_path, syn_data):
     import shutil
 
@@ -159,7 +177,9 @@ def test_one_class_formats_score_by_the_mean(tmp_path):
                                            ("--level-weights", "0,0,0", "at least one positive"),
                                            ("--score", "median", "--score"), ("--up-kernel", "3", "--up-kernel"),
                                            ("--decoder-widths", "64,32", "three integers"),
-                                           ("--tap16", "middle", "--tap16"), ("--decoder", "sparse", "--decoder")])
+                                           ("--tap16", "middle", "--tap16"), ("--decoder", "sparse", "--decoder"),
+                                           ("--stats-dims", "12,0", "three integers"),
+                                           ("--stats-dims", "25,0,0", "24 channels")])
 def test_bad_score_options_are_one_line(tmp_path, syn_data, opt, val, match):
     r = hfr("train", syn_data, opt, val, "-o", tmp_path / "c.pt")
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -60,6 +60,10 @@ def train_command(
                                                            "share one covariance of the local statistics (1: one per "
                                                            "position, 2, 4), e.g. 2,1,1; default: the preset's, else "
                                                            "the product's")] = None,
+    stats_dims: Annotated[Optional[str], typer.Option(help="Per level (strides 4, 8, 16), the statistics read the "
+                                                           "features' k leading principal directions (0: all "
+                                                           "channels), e.g. 12,0,0; default: the preset's, else the "
+                                                           "product's")] = None,
     stats_components: Annotated[Optional[str], typer.Option(help="Gaussians per level, each fitted on one group of "
                                                                  "the training images (k-means), the nearest one scoring: "
                                                                  "auto (1, 2 or 3, whichever gives the held-out normals the "
@@ -90,6 +94,7 @@ def train_command(
     widths = None if decoder_widths is None else parse_triple(decoder_widths, "--decoder-widths", int)
     pool3 = None if stats_pool is None else parse_triple(stats_pool, "--stats-pool", int)
     tile3 = None if stats_tile is None else parse_triple(stats_tile, "--stats-tile", int)
+    dims3 = None if stats_dims is None else parse_triple(stats_dims, "--stats-dims", int)
     comps = None if stats_components is None else parse_components(stats_components)
     if weights3 is not None and stats3 is None:  # one weight per level for both terms, as asked
         stats3 = weights3
@@ -100,7 +105,8 @@ def train_command(
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
                                 ("stats_level_weights", stats3), ("decoder_widths", widths),
-                                ("stats_pool", pool3), ("stats_tile", tile3), ("stats_components", comps))
+                                ("stats_pool", pool3), ("stats_tile", tile3), ("stats_dims", dims3),
+                                ("stats_components", comps))
               if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
                           "bottleneck": bottleneck,
