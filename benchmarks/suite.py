@@ -149,6 +149,7 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
     from hfr_edge.train import _encode_all, fit_statistics, reference_images, reference_stats, resolve_alignment
 
     model = copy.deepcopy(trained)
+    cfg = dataclasses.replace(cfg, decoder_widths=trained.cfg.decoder_widths)  # the decoder training built
     kind = (trained.cfg.stats, trained.cfg.stats_pool, trained.cfg.stats_components, trained.cfg.stats_tile,
             trained.cfg.stats_dims)
     model.cfg = cfg
@@ -198,10 +199,13 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
         trained, trained_stats = model_from_checkpoint(ckpt, str(kept)), NormStats.from_dict(ckpt["norm"])
         summary = ckpt["train"]
         train_s = summary.get("train_s", 0.0)
-        def decoder_fields(c):
-            return {k: v for k, v in c.to_dict().items() if k not in POST_TRAINING}
+        def decoder_fields(c, widths=None):  # widths: the decoder's as training chose them for the kind
+            d = {k: v for k, v in c.to_dict().items() if k not in POST_TRAINING and k != "part_decoder_widths"}
+            return d if widths is None else {**d, "decoder_widths": list(widths)}
 
-        if decoder_fields(trained.cfg) != decoder_fields(trained_cfg):
+        part = trained_cfg.part_decoder_widths
+        if decoder_fields(trained.cfg) not in (decoder_fields(trained_cfg),
+                                               part and decoder_fields(trained_cfg, part)):
             raise SystemExit(f"{kept}: trained with another decoder than this run's; give another --tag or --models")
         trained_cfg = trained.cfg  # another statistics kind or fusion is refitted below
     else:

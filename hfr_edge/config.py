@@ -21,7 +21,7 @@ LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_
                        "stats_level_weights": None, "stats_pool": (1, 1, 1), "stats_tile": (1, 1, 1),
                        "stats_components": 1, "aligned_level_weights": None, "part_level_weights": None,
                        "part_residual_weights": None, "level_sigmas": None, "texture_stats_tile": None,
-                       "stats_dims": (0, 0, 0)}
+                       "stats_dims": (0, 0, 0), "part_decoder_widths": None}
 # ModelConfig's level-weight triples that may be None: field -> (its name in messages, an example)
 OPTIONAL_WEIGHTS = {"stats_level_weights": ("--stats-level-weights", "0.25,0.5,1"),
                     "aligned_level_weights": ("aligned level weights", "0,1,1"),
@@ -30,9 +30,9 @@ OPTIONAL_WEIGHTS = {"stats_level_weights": ("--stats-level-weights", "0.25,0.5,1
 # the fields by which training chooses the levels from its images' alignment; all None: no choice (weights
 # given on the command line, the one-class protocol)
 NO_ALIGNMENT_CHOICE = {"aligned_level_weights": None, "part_level_weights": None, "part_residual_weights": None,
-                       "texture_stats_tile": None}
+                       "texture_stats_tile": None, "part_decoder_widths": None}
 # every triple a config may leave None (a list in to_dict, a tuple in from_dict, "none" on suite.py's options)
-OPTIONAL_TRIPLES = (*OPTIONAL_WEIGHTS, "level_sigmas", "texture_stats_tile")
+OPTIONAL_TRIPLES = (*OPTIONAL_WEIGHTS, "level_sigmas", "texture_stats_tile", "part_decoder_widths")
 DECODERS = ("dense", "separable")
 STATS = ("none", "shared", "position", "local")
 
@@ -150,7 +150,8 @@ class ModelConfig:
     stats_pool: Tuple[int, int, int] = (3, 3, 1)
     # per level, "local" statistics: the t x t positions that share one covariance (each keeps its own
     # mean; 1: a covariance per position, as PaDiM's). A CPU lever for a part's map, whose stride-4
-    # product reads 28 MB of whitening matrices per frame with three Gaussians: at 2,1,1 the whole graph
+    # product read 28 MB of whitening matrices per frame with three Gaussians of all 24 channels (2.4 MB
+    # since `stats_dims` projects them, and auto then takes one): at 2,1,1 the whole graph
     # is 1.65x the encoder alone instead of 1.80x (ONNX Runtime fp32, batch 1), at 4,1,1 1.59x; bottle
     # pixel AUROC / AUPRO (3 seeds) 0.9926 / 0.9711 -> 0.9925 / 0.9709 and 0.9924 / 0.9702, shifted by up
     # to +-8 px unchanged at 2. Not the default: it keeps bottle's AUPRO at 0.971 (README.md, "Speed")
@@ -177,6 +178,15 @@ class ModelConfig:
     # then take one Gaussian instead of three, and the whitening matrices the graph reads per frame fall
     # from 28 MB to 2.4 MB (README.md, "Benchmarks"). Levels 8 and 16: README.md, "Sixteenth session"
     stats_dims: Tuple[int, int, int] = (12, 0, 0)
+    # the `decoder_widths` that replace them where the training images show ONE PART AT ONE PLACE (with
+    # `part_level_weights`; the decoder is built once the encoder's features have told the kind, before
+    # it trains, as `--decoder-widths` would build it). There the stride-4 statistics carry the map and
+    # the decoder's residual adds at strides 8 and 16: 64 / 48 / 32 keep bottle's AUPRO within its seed
+    # spread (5 seeds, 0.9734 -> 0.9730, spread 0.0009) and take a part's graph from about 1.55x to about
+    # 1.4x its encoder alone (ONNX Runtime fp32, batch 1); on the textures the narrow decoder costs
+    # beyond their spreads, so they keep `decoder_widths` (README.md, Speed, "Sixteenth session"). None:
+    # `decoder_widths` whatever the alignment
+    part_decoder_widths: Optional[Tuple[int, int, int]] = (64, 48, 32)
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -223,6 +233,10 @@ class ModelConfig:
         if self.texture_stats_tile is not None and not self._tiles_fit(self.texture_stats_tile):
             raise HfrError(f"texture stats tile {','.join(map(str, self.texture_stats_tile))} must be three of 1, 2, "
                            f"4, each dividing its level's grid at --image-size {self.image_size} (e.g. 1,2,2)")
+        if self.part_decoder_widths is not None and (len(self.part_decoder_widths) != 3
+                                                     or min(self.part_decoder_widths) < 1):
+            raise HfrError(f"part decoder widths {','.join(map(str, self.part_decoder_widths))} must be three "
+                           "positive integers (e.g. 64,48,32)")
         if len(self.stats_dims) != 3 or min(self.stats_dims) < 0:
             raise HfrError(f"--stats-dims {','.join(map(str, self.stats_dims))} must be three channel counts >= 0 "
                            "(strides 4, 8, 16; 0: all channels; e.g. 12,0,0)")
@@ -272,18 +286,20 @@ PRESETS = {
                 "part_level_weights": (1.0, 0.0, 0.0), "part_residual_weights": (0.0, 2.0, 1.0),
                 "decoder": "dense", "decoder_convs": 1, "up_kernel": 4,
                 "decoder_widths": (128, 64, 32), "stats_pool": (3, 3, 1), "stats_tile": (1, 1, 1),
-                "texture_stats_tile": (1, 2, 2), "stats_components": 0, "level_sigmas": (2.0, 4.0, 4.0)},
+                "texture_stats_tile": (1, 2, 2), "stats_components": 0, "level_sigmas": (2.0, 4.0, 4.0),
+                "stats_dims": (12, 0, 0), "part_decoder_widths": (64, 48, 32)},
     # HFR-AE as published: the reconstruction residual alone, all three levels (to reproduce the paper;
     # on bottle the default is now ahead of it: README.md, "Benchmarks")
     "paper": {"stats": "none", "score": "max", "level_weights": (0.25, 1.0, 1.0), "stats_level_weights": None,
               "aligned_level_weights": None, "part_level_weights": None, "part_residual_weights": None,
               "texture_stats_tile": None, "decoder": "dense", "decoder_convs": 1,
-              "up_kernel": 4, "decoder_widths": (256, 128, 64), "level_sigmas": None},
+              "up_kernel": 4, "decoder_widths": (256, 128, 64), "level_sigmas": None, "part_decoder_widths": None},
     # the separable decoder under the previous default fusion (per-position mean, one covariance per
     # level, all three levels), as measured on the suite: for CPUs; loses on fine textures (gravel)
     "light": {"stats": "position", "stats_weight": 1.0, "level_weights": (0.25, 1.0, 1.0),
               "stats_level_weights": None, "aligned_level_weights": None, "part_level_weights": None,
-              "part_residual_weights": None, "texture_stats_tile": None, "decoder": "separable", "decoder_convs": 2,
+              "part_residual_weights": None, "texture_stats_tile": None, "part_decoder_widths": None,
+              "decoder": "separable", "decoder_convs": 2,
               "up_kernel": 2,
               "decoder_widths": (256, 128, 64),
               "stats_pool": (1, 1, 1), "stats_tile": (1, 1, 1), "stats_components": 1, "level_sigmas": None},

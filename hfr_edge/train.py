@@ -335,6 +335,16 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
         raise HfrError(f"{len(x_train)} training images at {mcfg.image_size}px need about {est / 2**30:.1f} GiB of "
                        f"cached features; lower --image-size or use fewer images")
     taps, deep = _encode_all(model, x_train, device)
+    # the kind of surface, from the encoder's features (frozen: the same after training): the statistics'
+    # levels and, on one part at one place, the part's decoder, built as if its widths had been asked for
+    chosen = resolve_alignment(model, taps, x_train) if model.cfg.stats != "none" else {}
+    if chosen.get("kind") == "part" and mcfg.part_decoder_widths is not None:
+        widths = tuple(mcfg.part_decoder_widths)
+        chosen["decoder_widths"] = list(widths)
+        if widths != tuple(mcfg.decoder_widths):
+            torch.manual_seed(tcfg.seed)
+            model = HFRAE(replace(model.cfg, decoder_widths=widths), weights=weights,
+                          statistics=False).to(device)
     t_enc = time.time() - t0
     opt = torch.optim.Adam(model.decoder.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas))
     steps_per_epoch = max(1, len(x_train) // min(tcfg.batch_size, len(x_train)))
@@ -369,9 +379,7 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
         bar.close()
     model.eval()
     ref = reference_images(x_train, x_hold)
-    chosen = {}
     if model.cfg.stats != "none":
-        chosen = resolve_alignment(model, taps, x_train)
         chosen.update(fit_statistics(model, taps, ref, device, held_out=len(x_hold) > 0))
     t_train = time.time() - t0
     stats = reference_stats(model, model.cfg, ref, device)  # model.cfg: with what auto chose
@@ -465,9 +473,11 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
                     if chosen["kind"] == "part" and mcfg.part_residual_weights is not None else "")
         tiles = (f", covariances shared by tiles of {','.join(map(str, chosen['stats_tile']))}"
                  if chosen["kind"] == "texture" and mcfg.texture_stats_tile is not None else "")
-        options = ["--stats-level-weights"] + (["--level-weights"] if residual else []) + (["--stats-tile"] if tiles else [])
+        decoder = (f", the decoder {','.join(map(str, chosen['decoder_widths']))}" if "decoder_widths" in chosen else "")
+        options = (["--stats-level-weights"] + (["--level-weights"] if residual else []) + (["--stats-tile"] if tiles else [])
+                   + (["--decoder-widths"] if decoder else []))
         console.say(f"statistics: the training images read as {kind} (alignment {chosen['alignment_ratio']:.3g}; "
-                    f"aligned from {ALIGNED_RATIO:g}{part}): level weights {weights}{residual}{tiles} "
+                    f"aligned from {ALIGNED_RATIO:g}{part}): level weights {weights}{residual}{tiles}{decoder} "
                     f"({', '.join(options[:-1]) + ' and ' + options[-1] if len(options) > 1 else options[0]} set them)")
     return stats, summary
 

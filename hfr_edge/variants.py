@@ -165,7 +165,8 @@ def auto_refit(src: Path, meta, images: str, target: str):
 
 
 # the Gaussians per level of a cpu graph's refitted statistics where its map reads the stride-4 level (a
-# part): that level's whitening (9.4 MB per Gaussian at 256 px) is the int8 graph's one float product,
+# part): that level's whitening (9.4 MB per Gaussian at 256 px in all 24 channels, 2.4 MB in the 12 of the
+# default `stats_dims`, under which auto takes one already) is the int8 graph's one float product,
 # memory-bound at batch 1. Bottle (seeds 0 / 3 / 4): int8 pixel AUROC / AUPRO 0.9925 / 0.9707 with one or
 # with the checkpoint's three (fp32: one costs 0.0001-0.0005 AUPRO, so the fp32 graph keeps them); OpenVINO
 # against ONNX Runtime fp32 at batch 1 1.62-2.02x -> 2.37x on a CPU without AMX (README.md, Speed)

@@ -658,3 +658,34 @@ def test_projected_statistics_read_the_leading_principal_directions(tmp_path):
     got = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"]).run(
         None, {"image": img.numpy()})[0]
     assert np.allclose(got, want.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_a_part_trains_the_part_decoder_as_if_its_widths_were_asked_for(syn_data, monkeypatch):
+    """`part_decoder_widths`: where the training images read as one part at one place, the decoder is
+    built with those widths before it trains (same seed: the very decoder `--decoder-widths` gives);
+    a texture keeps `decoder_widths`; configs round-trip and older ones read None (no choice)."""
+    from hfr_edge import train as T
+    from hfr_edge.data import load_items, open_dataset
+
+    x, _, _, _ = load_items(open_dataset(str(syn_data)).train, 64)
+    cfg = ModelConfig(image_size=64, decoder_widths=(32, 16, 8), part_decoder_widths=(16, 8, 8), stats_components=1)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["part_decoder_widths"]
+    assert ModelConfig.from_dict(old).part_decoder_widths is None
+    with pytest.raises(HfrError, match="part decoder widths"):
+        ModelConfig(part_decoder_widths=(16, 0, 8))
+    tcfg = TrainConfig(epochs=1, batch_size=4, seed=3)
+    monkeypatch.setattr(T, "ALIGNED_RATIO", 0.0)
+    monkeypatch.setattr(T, "PART_RATIO", 0.0)  # every set reads as a part
+    part, _, summary = T.fit(x[:10], x[10:], cfg, tcfg, progress=False)
+    assert summary["statistics"]["kind"] == "part" and summary["statistics"]["decoder_widths"] == [16, 8, 8]
+    assert part.cfg.decoder_widths == (16, 8, 8) and part.cfg.part_decoder_widths == (16, 8, 8)
+    asked, _, _ = T.fit(x[:10], x[10:], ModelConfig(image_size=64, decoder_widths=(16, 8, 8), part_decoder_widths=None,
+                                                    stats_components=1), tcfg, progress=False)
+    for (k, a), (_, b) in zip(part.decoder.state_dict().items(), asked.decoder.state_dict().items()):
+        assert torch.equal(a, b), k
+    monkeypatch.setattr(T, "ALIGNED_RATIO", 1e9)  # every set reads as a texture
+    texture, _, summary = T.fit(x[:10], x[10:], cfg, tcfg, progress=False)
+    assert summary["statistics"]["kind"] == "texture" and "decoder_widths" not in summary["statistics"]
+    assert texture.cfg.decoder_widths == (32, 16, 8)

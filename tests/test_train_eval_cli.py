@@ -44,7 +44,10 @@ def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
     assert c["part_level_weights"] == [1.0, 0.0, 0.0]
     # a texture's covariances shared by 2 x 2 positions at strides 8 and 16, a covariance per position elsewhere
     assert c["stats_tile"] == a["stats_tile"] == ([1, 2, 2] if kind == "texture" else [1, 1, 1])
-    assert c["decoder_widths"] == [128, 64, 32]
+    # one part at one place trains the part's narrower decoder, every other kind the default one
+    assert c["part_decoder_widths"] == [64, 48, 32]
+    assert c["decoder_widths"] == ([64, 48, 32] if kind == "part" else [128, 64, 32])
+    assert c["stats_dims"] == [12, 0, 0]
     assert c["score"] == "top"  # a folder of defects: the mean of the map's highest 1 %
 
 
@@ -66,6 +69,7 @@ def test_a_preset_and_options_beside_it(syn_data, tmp_path):
     c = torch.load(out, weights_only=True)["config"]
     assert c["level_weights"] == [0.25, 1.0, 1.0] and c["stats_level_weights"] == [0.25, 1.0, 1.0]
     assert c["aligned_level_weights"] is None and c["part_level_weights"] is None  # weights given: no choice
+    assert c["part_decoder_widths"] is None and c["decoder_widths"] == [16, 8, 8]  # widths given: on every kind
     r = hfr("train", syn_data, "-o", out, "--epochs", "1", "--image-size", "64", "--decoder-widths", "16,8,8",
             "--preset", "paper", "--level-weights", "1,1,1")
     assert r.returncode == 0, r.stderr

@@ -102,6 +102,8 @@ def train_command(
     aligned = {} if stats3 is None else NO_ALIGNMENT_CHOICE
     if tile3 is not None:  # tiles given: the same on every kind of surface
         aligned = {**aligned, "texture_stats_tile": None}
+    if widths is not None:  # widths given: the same decoder on every kind of surface
+        aligned = {**aligned, "part_decoder_widths": None}
     chosen = {k: v for k, v in (("stats", stats), ("stats_weight", stats_weight), ("decoder", decoder),
                                 ("up_kernel", up_kernel), ("level_weights", weights3),
                                 ("stats_level_weights", stats3), ("decoder_widths", widths),
