@@ -522,7 +522,7 @@ def feature_gaussian(cfg: ModelConfig) -> FeatureGaussian:
     """An unfitted FeatureGaussian of `cfg`'s kind, sized for its backbone's levels and input size,
     with statistics for the levels its map weighs only."""
     levels = SPECS[cfg.backbone].levels(cfg.tap16)
-    for k, t in zip(cfg.stats_dims, levels):  # every level: the alignment may choose the levels after training
+    for k, t in zip(cfg.stats_dims, levels):  # every level: the kind of surface chooses which ones are read
         if k > t.channels:
             raise HfrError(f"--stats-dims {','.join(map(str, cfg.stats_dims))}: {cfg.backbone}'s stride-{t.stride} "
                            f"level has {t.channels} channels; give at most that many (0: all)")

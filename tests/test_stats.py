@@ -137,7 +137,8 @@ def test_presets_name_their_settings_and_bad_names_fail_in_one_line(tmp_path):
                                       "stats_level_weights": None, "aligned_level_weights": None,
                                       "part_level_weights": None, "part_residual_weights": None,
                                       "texture_stats_tile": None, "decoder": "dense", "decoder_convs": 1,
-                                      "up_kernel": 4, "decoder_widths": (256, 128, 64), "level_sigmas": None}
+                                      "up_kernel": 4, "decoder_widths": (256, 128, 64), "level_sigmas": None,
+                                      "part_decoder_widths": None}
     assert preset_fields(None) == {}
     assert {p: ModelConfig(**preset_fields(p)).stats for p in PRESETS} == {"paper": "none", "surface": "local",
                                                                            "light": "position"}
