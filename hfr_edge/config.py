@@ -172,10 +172,10 @@ class ModelConfig:
     stats_components: int = 0
     # per level, the statistics read a level's features projected on their k leading principal directions
     # (fitted on the training images' features with the statistics; 0: all channels). At stride 4 (a
-    # part's map; 24 channels) 12 gain on bottle on every seed (AUPRO 0.9711 -> 0.9733, 5 seeds, against
+    # part's map; 24 channels) 12 gain on bottle on every seed (AUPRO 0.9711 -> 0.9734, 5 seeds, against
     # a spread of 0.0008): with a few hundred images the per-position covariances of the last dozen
     # directions, a few percent of the variance, are noise the whitening magnifies; the held-out normals
-    # then take one Gaussian instead of three, and the whitening matrices the graph reads per frame fall
+    # then take one Gaussian instead of two or three, and the whitening matrices the graph reads per frame fall
     # from 28 MB to 2.4 MB (README.md, "Benchmarks"). Levels 8 and 16: README.md, "Sixteenth session"
     stats_dims: Tuple[int, int, int] = (12, 0, 0)
     # the `decoder_widths` that replace them where the training images show ONE PART AT ONE PLACE (with
