@@ -315,15 +315,38 @@ def test_components_round_trip_and_export(tmp_path):
         ModelConfig(stats_components=9)
 
 
+def _fitted_graph_computes_as_torch(model, out):
+    """A 64 px HFRAE's statistics fitted on random features of two kinds, the model through a
+    checkpoint (load_deploy_model equal to DeployModel) and exported to `out` (the TensorRT allow-list
+    holds); its map on ONNX Runtime equal to PyTorch's. Returns the ONNX model."""
+    onnx = pytest.importorskip("onnx")
+    from hfr_edge.checkpoint import load_deploy_model, save_checkpoint
+    from hfr_edge.config import NormStats
+    from hfr_edge.export.onnx_export import export_onnx
+    from hfr_edge.model import DeployModel
+
+    model.gauss.fit([torch.randn(12, c, 64 // s, 64 // s) + (torch.arange(12) % 2).view(-1, 1, 1, 1) * 4
+                     for c, s in ((24, 4), (40, 8), (112, 16))])
+    ckpt = save_checkpoint(out.with_suffix(".pt"), model, NormStats(threshold=1.0, low=0.0), {"final_loss": 0.0})
+    img = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = DeployModel(model, NormStats(threshold=1.0, low=0.0))(img)[0]
+        assert torch.allclose(load_deploy_model(ckpt)[0](img)[0], want)
+    export_onnx(str(ckpt), str(out), batch="dynamic")
+    ort = pytest.importorskip("onnxruntime")
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": img.numpy()})[0]
+    assert np.allclose(got, want.numpy(), rtol=1e-3, atol=1e-3)
+    return onnx.load(str(out))
+
+
 @pytest.mark.parametrize("components", [1, 2])
 def test_tiled_statistics_share_a_covariance_per_tile(tmp_path, components):
     """`stats_tile` t at a level: the t x t positions of a tile share one covariance (their sums about
     each position's own mean, pooled), each position keeps its mean; the distance equals the direct
     per-position computation with its tile's whitening, with one component or the nearest of several;
     the stored matrices shrink t^2-fold and the exported graph holds no transpose above 4-D."""
-    onnx = pytest.importorskip("onnx")
-    from hfr_edge.config import NormStats
-    from hfr_edge.model import HFRAE, DeployModel
+    pytest.importorskip("onnx")
+    from hfr_edge.model import HFRAE
 
     f = _correlated(60, 5, 4, 4) + torch.linspace(0, 2, 16).view(1, 1, 4, 4)
     f[30:] -= 4.0  # two kinds of normals (two components)
@@ -356,24 +379,9 @@ def test_tiled_statistics_share_a_covariance_per_tile(tmp_path, components):
     assert ModelConfig.from_dict(old).stats_tile == (1, 1, 1)
     model = HFRAE(cfg, pretrained=False).eval()
     assert model.gauss.white0.shape == (64, 24, 24) and model.gauss.white1.shape == (4, 40, 40)
-    model.gauss.fit([torch.randn(12, c, 64 // s, 64 // s) + (torch.arange(12) % 2).view(-1, 1, 1, 1) * 4
-                     for c, s in ((24, 4), (40, 8), (112, 16))])
-    from hfr_edge.checkpoint import load_deploy_model, save_checkpoint
-    from hfr_edge.export.onnx_export import export_onnx
-
-    ckpt = save_checkpoint(tmp_path / "c.pt", model, NormStats(threshold=1.0, low=0.0), {"final_loss": 0.0})
-    img = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        want = DeployModel(model, NormStats(threshold=1.0, low=0.0))(img)[0]
-        assert torch.allclose(load_deploy_model(ckpt)[0](img)[0], want)
-    export_onnx(str(ckpt), str(tmp_path / "t.onnx"), batch="dynamic")  # the TensorRT allow-list holds
-    graph = onnx.load(str(tmp_path / "t.onnx"))
+    graph = _fitted_graph_computes_as_torch(model, tmp_path / "t.onnx")
     assert all(len(next(a.ints for a in n.attribute if a.name == "perm")) <= 4
                for n in graph.graph.node if n.op_type == "Transpose")
-    ort = pytest.importorskip("onnxruntime")
-    got = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"]).run(
-        None, {"image": img.numpy()})[0]
-    assert np.allclose(got, want.numpy(), rtol=1e-3, atol=1e-3)
     for bad in ((3, 1, 1), (1, 1, 4), (2, 1)):  # 4 does not divide the stride-16 grid at 96 px (6 x 6)
         with pytest.raises(HfrError, match="--stats-tile"):
             ModelConfig(image_size=96, stats_tile=bad)
@@ -602,9 +610,8 @@ def test_projected_statistics_read_the_leading_principal_directions(tmp_path):
     Gaussian fitted directly on the projected features; a departure along a kept direction is flagged,
     one along a dropped (low-variance) direction is not; configs round-trip and older ones read 0 (all
     channels); the exported graph computes what PyTorch does."""
-    onnx = pytest.importorskip("onnx")
-    from hfr_edge.config import NormStats
-    from hfr_edge.model import HFRAE, DeployModel, feature_gaussian
+    pytest.importorskip("onnx")
+    from hfr_edge.model import HFRAE, feature_gaussian
 
     g0 = torch.Generator().manual_seed(0)
     big = torch.randn(80, 3, 4, 4, generator=g0) * torch.tensor([5.0, 4.0, 3.0]).view(1, 3, 1, 1)
@@ -643,22 +650,8 @@ def test_projected_statistics_read_the_leading_principal_directions(tmp_path):
     model = HFRAE(cfg, pretrained=False).eval()
     assert model.gauss.white0_1.shape == (256, 8, 8) and model.gauss.white1.shape == (64, 16, 16)
     assert model.gauss.white2.shape == (16, 112, 112) and model.gauss.proj1.shape == (16, 40, 1, 1)
-    model.gauss.fit([torch.randn(12, c, 64 // s, 64 // s) + (torch.arange(12) % 2).view(-1, 1, 1, 1) * 4
-                     for c, s in ((24, 4), (40, 8), (112, 16))])
-    from hfr_edge.checkpoint import load_deploy_model, save_checkpoint
-    from hfr_edge.export.onnx_export import export_onnx
-
-    ckpt = save_checkpoint(tmp_path / "c.pt", model, NormStats(threshold=1.0, low=0.0), {"final_loss": 0.0})
-    img = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        want = DeployModel(model, NormStats(threshold=1.0, low=0.0))(img)[0]
-        assert torch.allclose(load_deploy_model(ckpt)[0](img)[0], want)
-    export_onnx(str(ckpt), str(tmp_path / "p.onnx"), batch="dynamic")  # the TensorRT allow-list holds
-    assert sum(n.op_type == "Conv" and "gauss" in n.name for n in onnx.load(str(tmp_path / "p.onnx")).graph.node) == 2
-    ort = pytest.importorskip("onnxruntime")
-    got = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"]).run(
-        None, {"image": img.numpy()})[0]
-    assert np.allclose(got, want.numpy(), rtol=1e-3, atol=1e-3)
+    graph = _fitted_graph_computes_as_torch(model, tmp_path / "p.onnx")
+    assert sum(n.op_type == "Conv" and "gauss" in n.name for n in graph.graph.node) == 2
 
 
 def test_a_part_trains_the_part_decoder_as_if_its_widths_were_asked_for(syn_data, monkeypatch):
