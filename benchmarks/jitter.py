@@ -9,7 +9,7 @@ benchmarks/results/jitterJ.json).
         --json benchmarks/results/jitter16.json
 
 (`train.alignment_ratio` of bottle's training images at 256 px: 12.4 unshifted, 9.3 / 5.8 / 2.2 /
-0.77 shifted by up to 4 / 8 / 16 / 32 px; README.md, "Benchmarks".)
+0.77 shifted by up to 4 / 8 / 16 / 32 px; docs/benchmarks.md.)
 """
 
 import dataclasses

@@ -9,7 +9,7 @@ Prints per-class image AUROC and the mean; writes JSON.
 The defaults are the settings this task measured best for semantic one-class detection (the same as
 `hfr-edge train DATA --normal-class C --image-size 64 --epochs 8 --decoder-widths 128,64,32
 --bottleneck 16 --level-weights 0,0,1`, whose --score is `mean` for these formats). What moved
-what is in README.md, "Benchmarks".
+what is in docs/benchmarks.md.
 """
 
 import argparse

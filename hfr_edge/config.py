@@ -44,13 +44,13 @@ class ModelConfig:
     # decoder channels at strides 16, 8, 4. Under the default fusion the statistics carry much of the
     # evidence, and the paper's widths (256, 128, 64; `--preset paper`) buy nothing on the suite (2 seeds,
     # every set within its seed spread) for 3.2x the decoder's cost: the whole graph at 1.46x the encoder
-    # alone instead of 2.0x (ONNX Runtime fp32, batch 1; README.md, "Benchmarks")
+    # alone instead of 2.0x (ONNX Runtime fp32, batch 1; docs/benchmarks.md)
     decoder_widths: Tuple[int, int, int] = (128, 64, 32)
     # the decoder's 3x3 convolutions: "dense" (the paper's) or "separable" (depthwise + pointwise;
     # `--preset light`: 2 per stage, kernel-2 up-convolutions). On the suite (2 seeds, `position` fusion)
     # separable held bottle, brick and ELPV but lost on gravel (image AUROC -0.04, AUPRO -0.027) and grass
     # (AUPRO -0.021); under `local` (seed 0) gravel AUPRO -0.014, grass -0.007; and the narrow dense
-    # decoder (128, 64, 32) is cheaper still (1.32 against 1.39 GFLOP), so the default stays dense (README.md)
+    # decoder (128, 64, 32) is cheaper still (1.32 against 1.39 GFLOP), so the default stays dense (docs/benchmarks.md)
     decoder: str = "dense"
     # 3x3 convolutions per decoder stage after its upsampling. Dense, bottle, 20 epochs, pixel AUROC /
     # AUPRO: 0: 0.981 / 0.935, 1: 0.986 / 0.952, 2: 0.984 / 0.949 (and twice the decoder's compute).
@@ -69,7 +69,7 @@ class ModelConfig:
     # stage 4's output, 80 channels; "late" = stage 5's, 112); ResNets have one (layer3). Early localises
     # bottle's defects better (30 epochs, 2 seeds: pixel AUROC 0.9899 -> 0.9912, AUPRO 0.964 -> 0.968) but
     # detects worse where the whole image decides: ELPV 0.806 -> 0.780, Fashion-MNIST's hard classes
-    # 0.901 -> 0.890. The default keeps "late"; README.md, "Benchmarks".
+    # 0.901 -> 0.890. The default keeps "late"; docs/benchmarks.md.
     tap16: str = "late"
     sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in pixels, where level_sigmas is None
     # the smoothing per level (strides 4, 8, 16); None: `sigma` at every level. Each level is upsampled
@@ -77,14 +77,14 @@ class ModelConfig:
     # stride-4 level (in the default map only on one part at one place) keeps its detail with 2 px:
     # bottle pixel AUROC / AUPRO 0.9913 / 0.9638 -> 0.9918 / 0.9676 (2 seeds, spread 0.0008), shifted by
     # up to +-4 / 8 px AUPRO +0.003 / +0.002; 1 px gains 0.0007 more unshifted and loses image AUROC
-    # shifted. At strides 8 and 16 another width moved the textures by < 0.003 either way (README.md)
+    # shifted. At strides 8 and 16 another width moved the textures by < 0.003 either way (docs/benchmarks.md)
     level_sigmas: Optional[Tuple[float, float, float]] = (2.0, 4.0, 4.0)
     # weight of each level (strides 4, 8, 16) in the map; a level of weight 0 leaves the exported graph
     # with its decoder stage, residual and statistics. The stride-4 level of EfficientNet-Lite0 is
     # low-level texture the decoder cannot predict from stride 32: under the residual alone (`--preset
     # paper`) bottle's pixel AUROC / AUPRO are 0.982 / 0.937 at (1, 1, 1), 0.985 / 0.946 at (0.25, 1, 1).
     # With per-position statistics (`local`) the coarser levels carry the evidence: (0, 0.5, 1) wins the
-    # suite (README.md "Benchmarks"; ELPV 0.850 -> 0.858 image AUROC against 0.25, 1, 1) and leaves out
+    # suite (docs/benchmarks.md; ELPV 0.850 -> 0.858 image AUROC against 0.25, 1, 1) and leaves out
     # the decoder's most expensive stage (ELPV's graph: p50 31 ms instead of 50 in the same run). The
     # stride-8 residual then adds nothing its statistics do not carry: (0, 0, 1) with the statistics at
     # (0, 0.5, 1) holds the suite (2 seeds; ELPV +0.0025, brick +0.003 pixel AUROC, bottle -0.0025
@@ -101,7 +101,7 @@ class ModelConfig:
     # training): "none" (the paper's HFR-AE: the reconstruction residual alone; `--preset paper`),
     # "shared" (one mean and covariance for all positions), "position" (a mean per position, one
     # covariance) or "local" (a mean and a covariance per position, as PaDiM's; the default, `--preset
-    # surface`): it wins the suite (README.md, "Benchmarks"; ELPV 0.817 -> 0.858 against "position"),
+    # surface`): it wins the suite (docs/benchmarks.md; ELPV 0.817 -> 0.858 against "position"),
     # and its int8 graphs keep their accuracy with the encoder's early layers in float.
     stats: str = "local"
     # weight of the statistics' term against the residual's (both scaled to 1 on normals); under "local"
@@ -129,7 +129,7 @@ class ModelConfig:
     # statistics alone (pooled 3x3, `stats_pool`) trace the part (bottle pixel AUROC 0.9871 -> 0.991),
     # where every weight at strides 8 / 16 beside it costs; on ELPV's cells (aligned, not a part) the
     # stride-4 statistics cost image AUROC (0.887 -> 0.792). A part shifted by up to +-8 px at 256 px
-    # still gains, by +-16 px (alignment 2.2) it loses: README.md, "Benchmarks". None: aligned images
+    # still gains, by +-16 px (alignment 2.2) it loses: docs/benchmarks.md. None: aligned images
     # take `aligned_level_weights` however aligned (with `aligned_level_weights` None, no choice at all)
     part_level_weights: Optional[Tuple[float, float, float]] = (1.0, 0.0, 0.0)
     # the residual's level weights that replace `level_weights` on ONE PART AT ONE PLACE (with
@@ -139,14 +139,14 @@ class ModelConfig:
     # 0.9917 / 0.9676 -> 0.9926 / 0.9709 (2 seeds), shifted by up to +-8 px 0.9900 / 0.9646 -> 0.9907 /
     # 0.9667 and image AUROC 0.9972 -> 1.0. It brings the decoder's stride-8 stage into the graph (+0.19
     # GFLOP: the whole graph 1.69x the encoder alone instead of 1.45x on ONNX Runtime fp32; 0.44x PaDiM's
-    # latency). README.md, "Benchmarks". None: `level_weights` whatever the alignment
+    # latency). docs/benchmarks.md. None: `level_weights` whatever the alignment
     part_residual_weights: Optional[Tuple[float, float, float]] = (0.0, 2.0, 1.0)
     # per level (strides 4, 8, 16), the statistics' features averaged over a k x k neighbourhood first (1:
     # none; PatchCore's "locally aware" patch features take 3). At stride 8 (1, 3, 1) it wins the suite
     # (2 seeds): brick +0.019 image / +0.008 pixel AUROC, grass +0.012 image AUROC, ELPV +0.007, bottle
     # +0.002 pixel AUROC, the rest within seed spread; at stride 16 too (3, 3) it blurs the map (bottle
     # AUPRO -0.029, gravel -0.034). At stride 4 (used by a part only) 3 keeps a part that shifts by a
-    # few pixels: bottle shifted +-8 px, pixel AUROC 0.9901 pooled, 0.9870 not. README.md, "Benchmarks"
+    # few pixels: bottle shifted +-8 px, pixel AUROC 0.9901 pooled, 0.9870 not. docs/benchmarks.md
     stats_pool: Tuple[int, int, int] = (3, 3, 1)
     # per level, "local" statistics: the t x t positions that share one covariance (each keeps its own
     # mean; 1: a covariance per position, as PaDiM's). A CPU lever for a part's map, whose stride-4
@@ -154,7 +154,7 @@ class ModelConfig:
     # since `stats_dims` projects them, and auto then takes one): at 2,1,1 the whole graph
     # is 1.65x the encoder alone instead of 1.80x (ONNX Runtime fp32, batch 1), at 4,1,1 1.59x; bottle
     # pixel AUROC / AUPRO (3 seeds) 0.9926 / 0.9711 -> 0.9925 / 0.9709 and 0.9924 / 0.9702, shifted by up
-    # to +-8 px unchanged at 2. Not the default: it keeps bottle's AUPRO at 0.971 (README.md, "Speed")
+    # to +-8 px unchanged at 2. Not the default: it keeps bottle's AUPRO at 0.971 (docs/benchmarks.md, "Speed")
     stats_tile: Tuple[int, int, int] = (1, 1, 1)
     # the `stats_tile` that replaces it where the training images read as a TEXTURE (alignment below
     # train.ALIGNED_RATIO; aligned images and parts keep `stats_tile`). On the textures 2 x 2 positions
@@ -162,7 +162,7 @@ class ModelConfig:
     # AUPRO: brick +0.0013 / +0.0003 / +0.0010, gravel +0.0024 / +0.0001 / +0.0025, grass +0.0031 / +0.0001
     # / +0.0011; brick and gravel on every seed, each inside its set's seed spread) and the graph reads a
     # quarter of the whitening matrices; on ELPV's aligned cells they cost 0.0062 image AUROC, on a part
-    # AUPRO (README.md, "Benchmarks"). None: `stats_tile` whatever the alignment
+    # AUPRO (docs/benchmarks.md). None: `stats_tile` whatever the alignment
     texture_stats_tile: Optional[Tuple[int, int, int]] = (1, 2, 2)
     # Gaussians per level (each fitted on one group of the training images, k-means on their deepest
     # features); the distance is the nearest one's at each position. 0 = auto: 1, 2 or 3, whichever
@@ -176,7 +176,7 @@ class ModelConfig:
     # a spread of 0.0008): with a few hundred images the per-position covariances of the last dozen
     # directions, a few percent of the variance, are noise the whitening magnifies; the held-out normals
     # then take one Gaussian instead of two or three, and the whitening matrices the graph reads per frame fall
-    # from 28 MB to 2.4 MB (README.md, "Benchmarks"). Levels 8 and 16: README.md, "Sixteenth session"
+    # from 28 MB to 2.4 MB (docs/benchmarks.md). Levels 8 and 16: docs/benchmarks.md, "Sixteenth session"
     stats_dims: Tuple[int, int, int] = (12, 0, 0)
     # the `decoder_widths` that replace them where the training images show ONE PART AT ONE PLACE (with
     # `part_level_weights`; the decoder is built once the encoder's features have told the kind, before
@@ -184,7 +184,7 @@ class ModelConfig:
     # the decoder's residual adds at strides 8 and 16: 64 / 48 / 32 keep bottle's AUPRO within its seed
     # spread (5 seeds, 0.9734 -> 0.9730, spread 0.0009) and take a part's graph from about 1.55x to about
     # 1.4x its encoder alone (ONNX Runtime fp32, batch 1); on the textures the narrow decoder costs
-    # beyond their spreads, so they keep `decoder_widths` (README.md, Speed, "Sixteenth session"). None:
+    # beyond their spreads, so they keep `decoder_widths` (docs/benchmarks.md, Speed, "Sixteenth session"). None:
     # `decoder_widths` whatever the alignment
     part_decoder_widths: Optional[Tuple[int, int, int]] = (64, 48, 32)
 
@@ -280,7 +280,7 @@ class ModelConfig:
 PRESETS = {
     # the defaults: per-position feature statistics at strides 8 and 16 (at stride 4 alone on a placed
     # part, with the stride-8 residual) plus the stride-16 residual; wins the suite (textured, grayscale
-    # and aligned surfaces above all; README.md, "Benchmarks")
+    # and aligned surfaces above all; docs/benchmarks.md)
     "surface": {"stats": "local", "stats_weight": 2.0, "level_weights": (0.0, 0.0, 1.0),
                 "stats_level_weights": (0.0, 0.5, 1.0), "aligned_level_weights": (0.0, 1.0, 1.0),
                 "part_level_weights": (1.0, 0.0, 0.0), "part_residual_weights": (0.0, 2.0, 1.0),
@@ -289,7 +289,7 @@ PRESETS = {
                 "texture_stats_tile": (1, 2, 2), "stats_components": 0, "level_sigmas": (2.0, 4.0, 4.0),
                 "stats_dims": (12, 0, 0), "part_decoder_widths": (64, 48, 32)},
     # HFR-AE as published: the reconstruction residual alone, all three levels (to reproduce the paper;
-    # on bottle the default is now ahead of it: README.md, "Benchmarks")
+    # on bottle the default is now ahead of it: docs/benchmarks.md)
     "paper": {"stats": "none", "score": "max", "level_weights": (0.25, 1.0, 1.0), "stats_level_weights": None,
               "aligned_level_weights": None, "part_level_weights": None, "part_residual_weights": None,
               "texture_stats_tile": None, "decoder": "dense", "decoder_convs": 1,

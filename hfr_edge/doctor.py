@@ -36,7 +36,7 @@ def _l4t(path: str = "/etc/nv_tegra_release") -> Optional[str]:
 
 
 # x86 int8 dot-product instructions, best first, and what a part's int8 (cpu) graph ran on OpenVINO
-# against the fp32 graph on ONNX Runtime at batch 1 on such a CPU (README.md, Speed)
+# against the fp32 graph on ONNX Runtime at batch 1 on such a CPU (docs/benchmarks.md, Speed)
 INT8_ISA = (("amx_int8", "AMX", "about 2x"), ("avx512_vnni", "AVX-512 VNNI, no AMX", "2-2.4x"),
             ("avx_vnni", "AVX-VNNI, no AMX", None), ("avx2", "AVX2, no VNNI", "1.2-1.35x"))
 

@@ -283,7 +283,7 @@ def refit_statistics(model, int8_levels, x: np.ndarray, device="cpu", components
     """The statistics fitted again on the features an int8 graph computes for the training images x
     (float32 (N, 3, S, S)): `int8_levels` holds them per level, (N, C, h, w), None where the statistics
     do not read a level. Their smallest-variance directions then allow for the int8 encoder's rounding,
-    which they would otherwise magnify (README.md, Speed, "Twelfth session"). The images are grouped by
+    which they would otherwise magnify (docs/benchmarks.md, Speed, "Twelfth session"). The images are grouped by
     their float stride-16 features, as training grouped them, and each level's distance keeps its
     scale: the refitted one on the int8 features of x has the mean the trained one has on their float
     features (both fitted on these images, so the two means are alike in kind). `components`: that

@@ -131,8 +131,8 @@ def _is_training_folder(images: str, root: Path) -> bool:
 def auto_refit(src: Path, meta, images: str, target: str):
     """`--refit auto`: (the checkpoint to refit with, None) where the refit is what a user wants, else
     (None, why not). It is for the cpu target and a part's map (statistics at stride 4), whose early
-    layers it quantizes at fp32's accuracy (bottle: 1.9x -> 2.05x ONNX Runtime fp32, README.md,
-    Speed); on a texture it trades image AUROC for speed, and on TensorRT its gain is not measured
+    layers it quantizes at fp32's accuracy (bottle: 1.9x -> 2.05x ONNX Runtime fp32,
+    docs/benchmarks.md, Speed); on a texture it trades image AUROC for speed, and on TensorRT its gain is not measured
     here, so both keep the early layers float unless asked. The checkpoint is the one the graph's
     metadata names (source.checkpoint), beside the graph or in the working directory, with the
     graph's model and normalisation, and `images` its training images (the refit scales the
@@ -169,7 +169,7 @@ def auto_refit(src: Path, meta, images: str, target: str):
 # default `stats_dims`, under which auto takes one already) is the int8 graph's one float product,
 # memory-bound at batch 1. Bottle (seeds 0 / 3 / 4): int8 pixel AUROC / AUPRO 0.9925 / 0.9707 with one or
 # with the checkpoint's three (fp32: one costs 0.0001-0.0005 AUPRO, so the fp32 graph keeps them); OpenVINO
-# against ONNX Runtime fp32 at batch 1 1.62-2.02x -> 2.37x on a CPU without AMX (README.md, Speed)
+# against ONNX Runtime fp32 at batch 1 1.62-2.02x -> 2.37x on a CPU without AMX (docs/benchmarks.md, Speed)
 CPU_STRIDE4_COMPONENTS = 1
 
 
@@ -184,7 +184,7 @@ def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str
     statistics are fitted on, all of the training images read, those held out to compare too (the
     trained statistics saw them as well). For the cpu target a map that reads stride 4 takes
     CPU_STRIDE4_COMPONENTS Gaussians per level. Bottle: the cpu graph 2.0-2.4x ONNX Runtime fp32
-    (1.6-1.9x with the early layers float), int8 against fp32 within 0.0005 (README.md, Speed)."""
+    (1.6-1.9x with the early layers float), int8 against fp32 within 0.0005 (docs/benchmarks.md, Speed)."""
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
@@ -223,7 +223,7 @@ def refit_calibrate(src: Path, meta, frames, out: Path, method: str, target: str
     if not model.gauss.used[0]:
         console.say("note: these statistics read strides 8 and 16 only (a texture or an aligned surface), where the "
                     "early layers' rounding costs little: --refit buys about 10 % of speed there for up to 0.012 image "
-                    "AUROC (README.md, Speed: the twelfth session)", log)
+                    "AUROC (docs/benchmarks.md, Speed: the twelfth session)", log)
     fp32 = onnx.load(str(src), load_external_data=False)
     names, opset = stats_inputs(fp32), max(o.version for o in fp32.opset_import if o.domain in ("", "ai.onnx"))
     quiet = io.StringIO()  # the passes through temporary files say nothing of them

@@ -95,7 +95,7 @@ def _region_sizes(view: View, shapes: Iterable[Tuple[int, int]]) -> List[Tuple[i
 def mixed_letterbox(view: View, shapes: Sequence[Tuple[int, int]]) -> Optional[str]:
     """A warning where `view` letterboxes regions of several aspect ratios ((h, w) frames): their grey
     bars fall at different places in different inputs, and the per-position statistics there learn
-    half bar, half content (README.md, "Benchmarks": a texture's image AUROC 0.88 -> 0.74). None otherwise."""
+    half bar, half content (docs/benchmarks.md: a texture's image AUROC 0.88 -> 0.74). None otherwise."""
     if view.aspect != "letterbox":
         return None
     ratios: List[float] = []

@@ -5,7 +5,7 @@ runtime, and stored in every artifact so the device crops what training cropped.
 - aspect: a region that is not square becomes the square model input by "squash" (stretched: the
   default, as before views existed; it keeps every pixel row and column of the region) or "letterbox"
   (scaled to fit, centred, padded with grey: the part keeps its shape, at fewer pixels). For a square
-  region both give the same input. Squash won where it was measured (README.md, "Benchmarks"): grey
+  region both give the same input. Squash won where it was measured (docs/benchmarks.md): grey
   bars that differ between images (crops of several aspect ratios) make a texture's per-position
   statistics half bar, half texture (gravel image AUROC 0.89 -> 0.75), and on one part through one
   3:2 (16:9) region squash kept AUPRO 0.004 (0.009) higher, pixel AUROC within 0.0003 (2 seeds).
