@@ -31,6 +31,8 @@ OPTIONAL_WEIGHTS = {"stats_level_weights": ("--stats-level-weights", "0.25,0.5,1
 # given on the command line, the one-class protocol)
 NO_ALIGNMENT_CHOICE = {"aligned_level_weights": None, "part_level_weights": None, "part_residual_weights": None,
                        "texture_stats_tile": None, "part_decoder_widths": None}
+# every triple a config always has (a list in to_dict, a tuple in from_dict)
+TRIPLES = ("decoder_widths", "level_weights", "stats_pool", "stats_tile", "stats_dims")
 # every triple a config may leave None (a list in to_dict, a tuple in from_dict, "none" on suite.py's options)
 OPTIONAL_TRIPLES = (*OPTIONAL_WEIGHTS, "level_sigmas", "texture_stats_tile", "part_decoder_widths")
 DECODERS = ("dense", "separable")
@@ -255,12 +257,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["decoder_widths"] = list(self.decoder_widths)
-        d["level_weights"] = list(self.level_weights)
-        d["stats_pool"] = list(self.stats_pool)
-        d["stats_tile"] = list(self.stats_tile)
-        d["stats_dims"] = list(self.stats_dims)
-        for k in OPTIONAL_TRIPLES:
+        for k in (*TRIPLES, *OPTIONAL_TRIPLES):
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
@@ -270,7 +267,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         # a field missing from an older artifact had the value it was built with, not today's default
         kw = {**LEGACY_MODEL_FIELDS, **{k: v for k, v in d.items() if k in known}}
-        for k in ("decoder_widths", "level_weights", "stats_pool", "stats_tile", "stats_dims", *OPTIONAL_TRIPLES):
+        for k in (*TRIPLES, *OPTIONAL_TRIPLES):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
