@@ -64,8 +64,8 @@ def test_unwritable_folder_is_refused(frames):
         os.unlink(p)
         pytest.skip("/sys is writable here")
     for option, name in (("save", "--save"), ("jsonl", "--jsonl"), ("summary", "--json")):
-        with pytest.raises(HfrError, match=rf"{name} /sys/x: cannot create files in folder /sys"):
-            run("model.onnx", source=str(frames), headless=True, opener=_never_opened, **{option: "/sys/x"})
+        with pytest.raises(HfrError, match=rf"{name} /sys/x\.mp4: cannot create files in folder /sys"):
+            run("model.onnx", source=str(frames), headless=True, opener=_never_opened, **{option: "/sys/x.mp4"})
 
 
 def test_outputs_may_not_collide_with_each_other_or_the_source(tmp_path):
@@ -76,6 +76,12 @@ def test_outputs_may_not_collide_with_each_other_or_the_source(tmp_path):
     with pytest.raises(HfrError, match=r"--json .*r\.json: is also --jsonl"):
         check_outputs(1, jsonl=str(tmp_path / "r.json"), summary=str(tmp_path / "r.json"))
     assert video.read_bytes() == b"a user's recording"
+
+
+def test_a_video_without_an_extension_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(HfrError, match=r"--save .*saves: no file extension.*saves\.mp4.*--save-anomalies"):
+        check_outputs(1, save=str(tmp_path / "saves"))
+    assert _listing(tmp_path) == []
 
 
 def test_several_sources_get_one_video_and_folder_each(tmp_path):

@@ -3,7 +3,7 @@ an hour of video and then fail to write its results must fail at once instead, w
 
 Files (--save, --jsonl, --summary): not a folder, in an existing folder this process can create
 files in (tried with a real file: permissions alone lie for root and for read-only mounts), not the
-source being read, not another output. The anomaly folder (--save-anomalies): a folder, created
+source being read, not another output; a video with an extension (it picks the container). The anomaly folder (--save-anomalies): a folder, created
 when missing if its parent exists. With several sources, each gets its own video and anomaly folder.
 """
 
@@ -89,6 +89,9 @@ def check_outputs(n_sources: int, save: Optional[str] = None, jsonl: Optional[st
                   inputs: Sequence[str] = ()) -> Outputs:
     """Check every output of a run over `n_sources` sources (`inputs`: the files read, never to be written)."""
     created: List[Path] = []
+    if save and not Path(save).suffix and not Path(save).is_dir():  # the extension picks the container
+        raise HfrError(f"--save {save}: no file extension, so no video container; give a name such as "
+                       f"{save}.mp4 (PNGs of the anomalous frames: --save-anomalies {save})")
     videos = [check_file(p, "--save", "out.mp4") if p else None for p in per_source(save, n_sources)]
     jl = check_file(Path(jsonl), "--jsonl", "run.jsonl") if jsonl else None
     sm = check_file(Path(summary), "--json", "summary.json") if summary else None
