@@ -5,6 +5,7 @@ interface), so what is measured is what deploys. Shared with `compare` (fp32 vs 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,7 @@ def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional
     """`roi`, `tiles`: crop and tile the test images so instead of as the artifact says; `map_hw`: judge
     pixel metrics at this (rows, cols) resolution of the region (default: viewdata.region_hw)."""
     from .data import open_dataset
-    from .metrics import summarize
+    from .metrics import flagged, summarize
 
     ds = open_dataset(data, fmt, normal_class=normal_class, test_dir=test)
     if not ds.test:
@@ -134,6 +135,11 @@ def evaluate(artifact: str, data: str, fmt: str = "auto", normal_class: Optional
                   backend=backend, precision=precision, image_size=size, seconds=round(r.seconds, 2),
                   ms_per_image=round(1000 * r.seconds / max(len(r.scores), 1), 2),
                   skipped=[k for k, _ in r.skipped], view=view.to_dict())
+    # the operating point: the artifact's own threshold (`run`'s default), and the F1-max one as `run
+    # --threshold` would take it (3 decimals, rounded down so that it flags at least the same images)
+    report["at_threshold"] = flagged(r.labels, r.scores, THRESHOLD)
+    if report.get("f1_threshold") is not None:
+        report["at_f1_threshold"] = flagged(r.labels, r.scores, math.floor(report["f1_threshold"] * 1000) / 1000)
     if r.maps is not None:
         report["map_size"] = list(r.maps.shape[1:])
     if figures:
@@ -170,10 +176,25 @@ def _fmt(v) -> str:
     return "   -  " if v is None else f"{v:.4f}"
 
 
+def _share(k: int, n: int) -> str:
+    return f"{k} of {n} ({100 * k / n:.0f} %)" if n else "0 of 0"
+
+
+def _operating(at: dict, what: str) -> str:
+    return (f"threshold {at['threshold']:.3f} ({what}) flags {_share(at['anomalous_flagged'], at['n_anomalous'])} "
+            f"anomalous, {_share(at['good_flagged'], at['n_good'])} good images")
+
+
 def format_report(report: dict) -> str:
-    """The metrics as a table: all images, then each defect type."""
+    """The metrics as a table: all images, then each defect type; then what the artifact's threshold
+    and the F1-max threshold flag."""
     lines = [f"{'':<22}{'image AUROC':>12}{'pixel AUROC':>12}{'AUPRO':>8}{'F1-max':>8}{'n':>7}"]
     for name, m in [("all", report)] + sorted(report.get("per_defect", {}).items()):
         lines.append(f"{name[:22]:<22}{_fmt(m.get('image_auroc')):>12}{_fmt(m.get('pixel_auroc')):>12}"
                      f"{_fmt(m.get('aupro')):>8}{_fmt(m.get('f1_max')):>8}{m.get('n_images', ''):>7}")
+    if "at_threshold" in report:
+        lines.append(_operating(report["at_threshold"], "the model's, `run`'s default"))
+    f1 = report.get("at_f1_threshold")
+    if f1 and f1["threshold"] != report["at_threshold"]["threshold"]:
+        lines.append(_operating(f1, "F1-max here") + f": `run --threshold {f1['threshold']:.3f}`")
     return "\n".join(lines)

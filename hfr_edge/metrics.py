@@ -82,6 +82,15 @@ def f1_max(labels, scores) -> Tuple[Optional[float], Optional[float]]:
     return float(f1[i]), float(thr[i])
 
 
+def flagged(labels, scores, threshold: float) -> Dict:
+    """What one threshold does on a test set (score >= threshold: anomalous, as `run` decides): the
+    anomalous and the good images it flags, out of how many."""
+    y, s = _as_pair(labels, scores)
+    hit = s >= threshold
+    return {"threshold": float(threshold), "anomalous_flagged": int((hit & y).sum()), "n_anomalous": int(y.sum()),
+            "good_flagged": int((hit & ~y).sum()), "n_good": int((~y).sum())}
+
+
 def ranks(a) -> np.ndarray:
     """Ranks 0..n-1 of a 1-D array, ties sharing their average rank."""
     a = np.asarray(a)

@@ -150,6 +150,15 @@ def test_aupro_and_pixel_auroc_match_slow_reference(seed):
     assert px_auroc == pytest.approx(metrics.auroc(masks.ravel(), maps.ravel()))
 
 
+def test_flagged_counts_what_one_threshold_decides():
+    labels, scores = [0, 0, 1, 1, 1], [0.1, 0.5, 0.9, 0.2, 0.5]
+    assert metrics.flagged(labels, scores, 0.5) == {  # >= as `run` decides: both 0.5s are flagged
+        "threshold": 0.5, "anomalous_flagged": 2, "n_anomalous": 3, "good_flagged": 1, "n_good": 2}
+    assert metrics.flagged(labels, scores, 1.0)["anomalous_flagged"] == 0
+    assert metrics.flagged([0, 0], [0.7, 0.2], 0.5) == {
+        "threshold": 0.5, "anomalous_flagged": 0, "n_anomalous": 0, "good_flagged": 1, "n_good": 2}
+
+
 def test_summarize_overall_and_per_defect():
     labels = np.array([0, 0, 1, 1, 1])
     scores = np.array([0.1, 0.3, 0.9, 0.2, 0.8])

@@ -97,6 +97,12 @@ def test_eval_checkpoint_and_onnx_agree(cli_ckpt, syn_data, tmp_path):
     assert r.returncode == 0, r.stderr
     b = json.loads(rep_onnx.read_text())
     assert b["backend"].startswith("onnxruntime")
+    at, f1 = b["at_threshold"], b["at_f1_threshold"]  # the operating points, printed and in the JSON
+    assert at["threshold"] == 0.5 and at["n_anomalous"] == b["n_anomalous"] and at["n_good"] == b["n_images"] - b["n_anomalous"]
+    assert f1["threshold"] <= b["f1_threshold"] < f1["threshold"] + 0.001
+    assert f"flags {at['anomalous_flagged']} of {at['n_anomalous']} (" in r.stderr
+    if f1["threshold"] != 0.5:
+        assert f"`run --threshold {f1['threshold']:.3f}`" in r.stderr
     for k in ("image_auroc", "pixel_auroc", "aupro"):
         assert round(a[k], 4) == round(b[k], 4), k
 
