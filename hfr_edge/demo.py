@@ -126,7 +126,14 @@ def _train(data: Path, ckpt: Path, cfg: DemoConfig) -> dict:
 
 
 def _metrics(rep: dict) -> dict:
-    return {k: rep.get(k) for k in ("image_auroc", "pixel_auroc", "aupro")}
+    return {**{k: rep.get(k) for k in ("image_auroc", "pixel_auroc", "aupro")}, "at_threshold": rep.get("at_threshold")}
+
+
+def _flagged(at) -> str:
+    """What the artifact's own threshold flags, e.g. '19 / 20 anomalous, 0 / 12 good'."""
+    if not at:
+        return "-"
+    return f"{at['anomalous_flagged']} / {at['n_anomalous']} anomalous, {at['good_flagged']} / {at['n_good']} good"
 
 
 def _write_video(path: Path, data: Path, size: int, fps: float) -> int:
@@ -296,11 +303,12 @@ def render_html(s: dict, figures: Path) -> str:
     rows = []
     for r in s["precisions"]:
         if r.get("skipped"):
-            rows.append(f"<tr><td>{e(r['name'])}</td><td colspan=7>skipped: {e(r['reason'])}</td></tr>")
+            rows.append(f"<tr><td>{e(r['name'])}</td><td colspan=8>skipped: {e(r['reason'])}</td></tr>")
             continue
         rows.append(f"<tr><td>{e(r['name'])}</td><td>{e(r['artifact'])}</td><td>{e(r['backend'])}</td>"
                     f"<td>{fmt_number(r['image_auroc'])}</td>"
                     f"<td>{fmt_number(r['pixel_auroc'])}</td><td>{fmt_number(r['aupro'])}</td>"
+                    f"<td>{e(_flagged(r.get('at_threshold')))}</td>"
                     f"<td>{fmt_number(r.get('p50_ms'), '{:.2f}')}</td><td>{fmt_number(r.get('throughput_fps'), '{:.1f}')}</td></tr>")
     stages = "".join(f"<tr><td>{e(k)}</td><td>{v:.1f}</td></tr>" for k, v in s["stages"].items())
     m = s["machine"]
@@ -326,7 +334,7 @@ images at {c['data_size']} px. Model: EfficientNet-Lite0 encoder, decoder {e(str
 {c['image_size']} px input, {c['epochs']} epochs.</p>
 {busy}<h2>Precisions</h2>
 <table><tr><th>precision</th><th>artifact</th><th>backend</th><th>image AUROC</th><th>pixel AUROC</th><th>AUPRO</th>
-<th>p50 latency (ms, batch 1)</th><th>throughput (img/s)</th></tr>
+<th>flagged at the threshold</th><th>p50 latency (ms, batch 1)</th><th>throughput (img/s)</th></tr>
 {''.join(rows)}</table>
 <h2>Runtime over test.mp4</h2>
 <p>{run['frames']} frames at {run['fps']:.1f} fps with {e(run['model'])} ({e(str(run['backend']))}), {run['anomalous']} anomalous;

@@ -61,6 +61,9 @@ def test_quick_demo_summary(quick_run):
         for k in ("image_auroc", "pixel_auroc"):
             assert 0.0 <= p[k] <= 1.0, (p["name"], k, p[k])
         assert p["p50_ms"] > 0 and p["throughput_fps"] > 0
+        at = p["at_threshold"]  # what the threshold flags: the report's column
+        assert (at["threshold"], at["n_anomalous"], at["n_good"]) == (0.5, 8, 4)
+        assert 0 <= at["anomalous_flagged"] <= 8 and 0 <= at["good_flagged"] <= 4
     # the int8 graph is a real Q/DQ graph, the fp16 one a half-precision graph
     import onnx
 
@@ -92,6 +95,7 @@ def test_quick_demo_report_and_figures(quick_run):
     page = (out / "report.html").read_text()
     for name in PRECISIONS:
         assert name in page
+    assert "flagged at the threshold" in page and " anomalous, " in page
     assert page.count('src="data:image/png;base64,') == len(figs)  # self-contained: every figure embedded
     assert "src=\"http" not in page
     s = json.loads((out / "summary.json").read_text())
