@@ -21,7 +21,8 @@ per method and the seed spread per set. The check for any change of defaults.
   the comparison of the fusions without training noise. `stats:KIND` is that statistics kind alone
   (refitted on the training images). `--fusion NAME:stats=local;level_weights=0,0.5,1` (repeatable)
   scores the same decoder under any POST_TRAINING fields as method hfr-edge-NAME.
-Rows: `method` = hfr-edge (or hfr-edge-TAG, hfr-edge-PRESET[-TAG]), merged into suite.json by
+Rows: `method` = hfr-edge (or hfr-edge-TAG, hfr-edge-PRESET[-TAG]), with `at_threshold` (what the model's own
+threshold flags: anomalous and good images, out of how many), merged into suite.json by
 set/method/seed.
 """
 
@@ -185,6 +186,8 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
 
     from hfr_edge.checkpoint import save_checkpoint
     from hfr_edge.export.onnx_export import export_onnx
+    from hfr_edge.base.contract import THRESHOLD
+    from hfr_edge.metrics import flagged
     from hfr_edge.model import DeployModel
     from hfr_edge.train import fit
 
@@ -230,8 +233,10 @@ def run_one(name: str, seed: int, args, mopt, topt, presets) -> list:
                 scores.append(s.numpy())
                 if d.masks is not None:
                     maps.append(m.numpy()[:, 0])
+        scores = np.concatenate(scores)
         row = {"set": name, "method": method, "seed": seed,
-               **score(d, np.concatenate(scores), np.concatenate(maps) if maps else None), "train_s": train_s}
+               **score(d, scores, np.concatenate(maps) if maps else None), "train_s": train_s,
+               "at_threshold": flagged(d.labels, scores, THRESHOLD)}  # the model's own threshold (normalised 0.5)
         with tempfile.TemporaryDirectory(prefix="hfr-suite-") as tmp:
             ckpt = save_checkpoint(Path(tmp) / "ckpt.pt", model, stats, summary)
             onnx_file = export_onnx(str(ckpt), str(Path(tmp) / "model.onnx"), batch=1)

@@ -19,7 +19,16 @@ def cli_ckpt(syn_data, tmp_path_factory):
     r = hfr("train", syn_data, "-o", out, "--epochs", "2", "--image-size", "64", "--batch-size", "4")
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stderr and out.is_file()
+    n = torch_load(out)["norm"]["n_images"]  # a handful held out: train says the threshold is a rough guess
+    assert f"({n} held-out normals: mean" in r.stderr and n < 30
+    assert f"threshold: mean + 3 std of {n} held-out images is a rough guess" in r.stderr
     return out
+
+
+def torch_load(path):
+    import torch
+
+    return torch.load(path, weights_only=True)
 
 
 def test_train_writes_a_complete_checkpoint(cli_ckpt, syn_data):
