@@ -3,8 +3,9 @@ an hour of video and then fail to write its results must fail at once instead, w
 
 Files (--save, --jsonl, --summary): not a folder, in an existing folder this process can create
 files in (tried with a real file: permissions alone lie for root and for read-only mounts), not the
-source being read, not another output; a video with an extension (it picks the container). The anomaly folder (--save-anomalies): a folder, created
-when missing if its parent exists. With several sources, each gets its own video and anomaly folder.
+source being read, not another output; a video with an extension (it picks the container). The
+anomaly folder (--save-anomalies): a folder, created when missing if its parent exists. With several
+sources, each gets its own video and anomaly folder.
 """
 
 from __future__ import annotations
