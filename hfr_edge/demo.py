@@ -129,13 +129,6 @@ def _metrics(rep: dict) -> dict:
     return {**{k: rep.get(k) for k in ("image_auroc", "pixel_auroc", "aupro")}, "at_threshold": rep.get("at_threshold")}
 
 
-def _flagged(at) -> str:
-    """What the artifact's own threshold flags, e.g. '19 / 20 anomalous, 0 / 12 good'."""
-    if not at:
-        return "-"
-    return f"{at['anomalous_flagged']} / {at['n_anomalous']} anomalous, {at['good_flagged']} / {at['n_good']} good"
-
-
 def _write_video(path: Path, data: Path, size: int, fps: float) -> int:
     """The test images (sorted by defect and name) as an mp4 video, written atomically."""
     from .data import open_dataset
@@ -299,6 +292,8 @@ def _img_tag(path: Path) -> str:
 
 def render_html(s: dict, figures: Path) -> str:
     """A self-contained page: metrics per precision, stage timings, machine, embedded figures."""
+    from .evaluate import flagged_text
+
     e = html.escape
     rows = []
     for r in s["precisions"]:
@@ -308,7 +303,7 @@ def render_html(s: dict, figures: Path) -> str:
         rows.append(f"<tr><td>{e(r['name'])}</td><td>{e(r['artifact'])}</td><td>{e(r['backend'])}</td>"
                     f"<td>{fmt_number(r['image_auroc'])}</td>"
                     f"<td>{fmt_number(r['pixel_auroc'])}</td><td>{fmt_number(r['aupro'])}</td>"
-                    f"<td>{e(_flagged(r.get('at_threshold')))}</td>"
+                    f"<td>{e(flagged_text(r['at_threshold']) if r.get('at_threshold') else '-')}</td>"
                     f"<td>{fmt_number(r.get('p50_ms'), '{:.2f}')}</td><td>{fmt_number(r.get('throughput_fps'), '{:.1f}')}</td></tr>")
     stages = "".join(f"<tr><td>{e(k)}</td><td>{v:.1f}</td></tr>" for k, v in s["stages"].items())
     m = s["machine"]

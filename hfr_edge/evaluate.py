@@ -180,9 +180,14 @@ def _share(k: int, n: int) -> str:
     return f"{k} of {n} ({100 * k / n:.0f} %)" if n else "0 of 0"
 
 
+def flagged_text(at: dict) -> str:
+    """What a threshold flags (metrics.flagged), e.g. '20 of 60 (33 %) anomalous, 0 of 30 (0 %) good images'."""
+    return (f"{_share(at['anomalous_flagged'], at['n_anomalous'])} anomalous, "
+            f"{_share(at['good_flagged'], at['n_good'])} good images")
+
+
 def _operating(at: dict, what: str) -> str:
-    return (f"threshold {at['threshold']:.3f} ({what}) flags {_share(at['anomalous_flagged'], at['n_anomalous'])} "
-            f"anomalous, {_share(at['good_flagged'], at['n_good'])} good images")
+    return f"threshold {at['threshold']:.3f} ({what}) flags {flagged_text(at)}"
 
 
 def format_report(report: dict) -> str:

@@ -117,6 +117,10 @@ def raw_maps(model, amap_module, x: np.ndarray, device, batch: int = 32):
     return np.concatenate(maps), np.concatenate(scores)
 
 
+FEW_HELD_OUT = 30  # below this many held-out images, train says the threshold is a rough guess (the texture
+# suite's 12: seed 0's threshold flags 17 of 30 good brick crops from another part of the photograph, 0 of 30 gravel)
+
+
 def reference_images(x_train: np.ndarray, x_hold: np.ndarray) -> np.ndarray:
     """The normal images the normalisation (and the statistics' scale) is fitted on: the held-out
     ones, else the first 64 training images (biased low: the summary says so)."""
@@ -487,8 +491,6 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
 
 
 # -- training through a view (base/view.py): ROI, letterbox, tiles; then the reference of normal frames ----
-FEW_HELD_OUT = 30  # below this many held-out images, train says the threshold is a rough guess (the texture
-# suite's 12: seed 0's threshold flags 17 of 30 good brick crops from another part of the photograph, 0 of 30 gravel)
 FALLBACK_FRAMES = 64  # no held-out images: the reference from this many training frames (biased low), as fit() does
 
 
