@@ -55,6 +55,7 @@ def main() -> None:
     from sklearn.metrics import roc_auc_score
 
     from hfr_edge.checkpoint import load_checkpoint, model_from_checkpoint
+    from hfr_edge.config import NormStats
     from suite_data import load_set
 
     rows = []
@@ -64,11 +65,11 @@ def main() -> None:
             if not path.is_file():
                 raise SystemExit(f"{path}: not found; train it with `python benchmarks/suite.py --sets {name} "
                                  f"--seeds {seed} --models {args.models}`")
-            model = model_from_checkpoint(load_checkpoint(path), str(path))
+            ckpt = load_checkpoint(path)
+            model = model_from_checkpoint(ckpt, str(path))  # its statistics fitted on the training 900
             d = load_set(name, seed, size=model.cfg.image_size)
             y, defects = d.labels, np.array(d.defects)
-            m900, st900 = refit_on(model, d.x_train, d.x_hold)
-            s = scores_of(m900, st900, d.x_test)
+            s = scores_of(model, NormStats.from_dict(ckpt["norm"]), d.x_test)
             neg, pos = s[y == 0], s[y == 1]
             normal_cost = np.array([(pos < v).sum() for v in neg]) / (len(neg) * len(pos))
             anomaly_cost = np.array([(neg > v).sum() for v in pos]) / (len(neg) * len(pos))
