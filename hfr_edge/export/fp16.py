@@ -30,12 +30,21 @@ def _half_graph(model):
     for n in g.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    # 1. float16 weights used only by encoder/decoder nodes
-    for init in g.initializer:
+    # 1. float16 weights for encoder/decoder nodes; one the exporter shares with the tail (a constant such
+    # as 0, folded into one initializer: ReLU6's bound and the memory's clamp) gets a float16 copy for them
+    for init in list(g.initializer):
         users = consumers.get(init.name, [])
-        if init.data_type == TensorProto.FLOAT and users and all(u.name in inner_names for u in users):
-            arr = numpy_helper.to_array(init).astype(np.float16)
+        inner_users = [u for u in users if u.name in inner_names]
+        if init.data_type != TensorProto.FLOAT or not inner_users:
+            continue
+        arr = numpy_helper.to_array(init).astype(np.float16)
+        if len(inner_users) == len(users):
             init.CopyFrom(numpy_helper.from_array(arr, init.name))
+            continue
+        half = init.name + "_fp16"
+        g.initializer.append(numpy_helper.from_array(arr, half))
+        for u in inner_users:
+            u.input[:] = [half if i == init.name else i for i in u.input]
     for n in inner:
         if n.op_type == "Constant":
             for a in n.attribute:
