@@ -40,6 +40,7 @@ from peers import onnx_path
 from suite_data import SETS, SIZE_MVTEC, SIZE_ONECLASS, check_names, load_set, score
 
 from hfr_edge.config import OPTIONAL_TRIPLES, OPTIONAL_WEIGHTS, ModelConfig, TrainConfig  # noqa: E402
+from hfr_edge.train import ONE_CLASS_MEMORY  # noqa: E402
 
 ONECLASS = {"model": {"image_size": 64, "score": "mean", "bottleneck": 16, "level_weights": (0.0, 0.0, 1.0),
                       "stats_level_weights": None, "aligned_level_weights": None, "decoder_widths": (128, 64, 32)},
@@ -86,8 +87,8 @@ def configs(kind: str, args, mopt: dict, topt: dict):
     """(ModelConfig, TrainConfig kwargs less the seed) for a kind of set: the defaults at the set's
     resolution, oneclass.py's settings on the one-class sets, then --epochs and --set-option."""
     m, t = {"image_size": SIZE_ONECLASS if kind == "oneclass" else SIZE_MVTEC}, {}
-    if kind == "oneclass":
-        m["score"] = "mean"
+    if kind == "oneclass":  # as `train` takes a one-class format: the map's mean, a memory of the images
+        m.update(score="mean", **ONE_CLASS_MEMORY)
         if args.oneclass_preset == "oneclass":
             m.update(ONECLASS["model"])
             t.update(ONECLASS["train"])
@@ -99,7 +100,8 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 # fields that change the map, never the decoder's training (the loss weighs every level alike)
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool", "stats_tile",
                  "stats_components", "sigma", "level_sigmas", "score", "aligned_level_weights",
-                 "part_level_weights", "part_residual_weights", "texture_stats_tile", "stats_dims"}
+                 "part_level_weights", "part_residual_weights", "texture_stats_tile", "stats_dims",
+                 "memory_weight", "image_memory_weight", "memory_images"}
 
 
 def parse_fusions(items) -> dict:
@@ -151,7 +153,8 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
     import torch
 
     from hfr_edge.model import stats_levels
-    from hfr_edge.train import _encode_all, fit_statistics, reference_images, reference_stats, resolve_alignment
+    from hfr_edge.train import (_encode_all, fit_memory, fit_statistics, reference_images, reference_stats,
+                                resolve_alignment)
 
     model = copy.deepcopy(trained)
     cfg = dataclasses.replace(cfg, decoder_widths=trained.cfg.decoder_widths)  # the decoder training built
@@ -177,6 +180,10 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
         taps = _encode_all(model, d.x_train, cpu)[0] if taps is None else taps
         fit_statistics(model, taps, ref, cpu, held_out=len(d.x_hold) > 0)
         fitted[want] = (copy.deepcopy(model.gauss), model.cfg.stats_components)
+    model.memory = None  # this fusion's own (its weights scale on the map it adds to)
+    if cfg.memory_weight or cfg.image_memory_weight:
+        taps, deep = _encode_all(model, d.x_train, cpu)
+        fit_memory(model, taps, deep, ref, cpu, held_out=len(d.x_hold) > 0)
     return model, reference_stats(model, model.cfg, ref, cpu)
 
 

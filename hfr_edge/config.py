@@ -21,7 +21,8 @@ LEGACY_MODEL_FIELDS = {"decoder_convs": 2, "bottleneck": 0, "score": "max", "up_
                        "stats_level_weights": None, "stats_pool": (1, 1, 1), "stats_tile": (1, 1, 1),
                        "stats_components": 1, "aligned_level_weights": None, "part_level_weights": None,
                        "part_residual_weights": None, "level_sigmas": None, "texture_stats_tile": None,
-                       "stats_dims": (0, 0, 0), "part_decoder_widths": None}
+                       "stats_dims": (0, 0, 0), "part_decoder_widths": None,
+                       "memory_weight": 0.0, "image_memory_weight": 0.0, "memory_images": 0}
 # ModelConfig's level-weight triples that may be None: field -> (its name in messages, an example)
 OPTIONAL_WEIGHTS = {"stats_level_weights": ("--stats-level-weights", "0.25,0.5,1"),
                     "aligned_level_weights": ("aligned level weights", "0,1,1"),
@@ -189,6 +190,22 @@ class ModelConfig:
     # beyond their spreads, so they keep `decoder_widths` (docs/benchmarks.md, Speed, "Sixteenth session"). None:
     # `decoder_widths` whatever the alignment
     part_decoder_widths: Optional[Tuple[int, int, int]] = (64, 48, 32)
+    # the training images' own features kept as a memory beside the statistics (as PatchCore keeps
+    # patches, and SPADE whole images), for the image score only: `memory_weight` weighs each stride-16
+    # position's distance to the nearest training image's feature at that position (the largest over
+    # the positions), `image_memory_weight` the mean distance of the image's deepest features (pooled
+    # to 2 x 2) to those of its 3 nearest training images; each standardised on the held-out normals
+    # and scaled to the map's score there. A Gaussian averages a rare normal shape away where a memory
+    # finds its like: a "1" written with a foot and a flag (mnist-1's costliest normals). 0 leaves a
+    # term out of the graph. The one-class formats take 0.25 / 0.25 (train.ONE_CLASS_MEMORY; the six
+    # one-class sets, 2 seeds, same decoders: every set gains on every seed, +0.0002 to +0.0006 image
+    # AUROC, mnist-1 0.9992 / 0.9993 -> 0.9994 / 0.9995, level with PatchCore; 0.5 / 0.5 costs the
+    # garments up to 0.0012; docs/benchmarks.md, "Nineteenth session"); defects keep 0 / 0
+    memory_weight: float = 0.0
+    image_memory_weight: float = 0.0
+    # training images the memory holds (recorded by training: all of them, or as many as
+    # train.MEMORY_BYTES allow at this input size, evenly spaced)
+    memory_images: int = 0
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -245,10 +262,18 @@ class ModelConfig:
         if not 0 <= self.stats_components <= 8:
             raise HfrError(f"--stats-components {self.stats_components} must be auto (0) or between 1 and 8")
 
+        if not (self.memory_weight >= 0 and self.image_memory_weight >= 0) or self.memory_images < 0:
+            raise HfrError(f"memory weights {self.memory_weight:g}, {self.image_memory_weight:g} must be >= 0 "
+                           "(0 leaves a term out; e.g. 0.5,0.5)")
+
     def _tiles_fit(self, tile) -> bool:
         """Three statistics tiles of 1, 2 or 4, each dividing its level's grid (strides 4, 8, 16)."""
         return len(tile) == 3 and set(tile) <= {1, 2, 4} and not any(
             (self.image_size // s) % t for s, t in zip((4, 8, 16), tile))
+
+    @property
+    def uses_memory(self) -> bool:
+        return (self.memory_weight > 0 or self.image_memory_weight > 0) and self.memory_images > 0
 
     @property
     def stats_weights(self) -> Tuple[float, ...]:

@@ -417,6 +417,86 @@ TOP_SHARE = 0.01  # score "top": the mean of the map's highest 1 % of pixels
 TOP_MAX = 1024  # at most this many (TensorRT 8.5's TopK takes k <= 1024)
 
 
+class FeatureMemory(nn.Module):
+    """The training images' features kept as they are (ModelConfig.memory_weight, image_memory_weight),
+    for the image score: per stride-16 position the distance to the nearest training image's feature
+    at that position, the largest over the positions (PatchCore's nearest patch, with the position
+    kept); and the mean distance of the image's deepest features, pooled to 2 x 2 and flattened, to its
+    IMAGE_K nearest training images' (SPADE's image kNN). forward -> (B,) the weighted sum of the two,
+    each standardised on held-out normals (`coef`, `offset`, set by train.fit_memory).
+    Squared distances as |q|^2 - 2 q.b + |b|^2: batched MatMuls against constant banks, then
+    ReduceMin / TopK, all in the float32 tail of the graph."""
+
+    IMAGE_K = 3
+
+    def __init__(self, channels: int, grid: Tuple[int, int], deep_channels: int, deep_grid: int, images: int,
+                 weights: Tuple[float, float]):
+        super().__init__()
+        self.weights = [float(w) for w in weights]
+        self.pool = max(1, deep_grid // 2)  # the deepest features pooled to 2 x 2 (1 x 1 below 64 px)
+        p, d = grid[0] * grid[1], deep_channels * (deep_grid // self.pool) ** 2
+        self.positions, self.channels, self.dim = p, int(channels), d  # constant shapes: no Shape/Flatten in the graph
+        n = max(int(images), 1)
+        if self.weights[0]:  # per position: (P, C, N) and |b|^2 (P, 1, N)
+            self.register_buffer("bank", torch.zeros(p, channels, n))
+            self.register_buffer("bank_sq", torch.zeros(p, 1, n))
+        if self.weights[1]:  # whole images: (D, N) and (1, N)
+            self.register_buffer("image_bank", torch.zeros(d, n))
+            self.register_buffer("image_sq", torch.zeros(1, n))
+        self.register_buffer("coef", torch.zeros(2))
+        self.register_buffer("offset", torch.zeros(2))
+
+    def image_features(self, deep: torch.Tensor) -> torch.Tensor:
+        return (F.avg_pool2d(deep, self.pool) if self.pool > 1 else deep).reshape(-1, self.dim)
+
+    @torch.no_grad()
+    def fit(self, level: torch.Tensor, deep: torch.Tensor) -> None:
+        """level (N, C, h, w) stride-16 and deep (N, C', h', w') features of the training images kept."""
+        if self.weights[0]:
+            b = level.float().reshape(-1, self.channels, self.positions).permute(2, 1, 0).contiguous()  # (P, C, N)
+            self.bank.copy_(b)
+            self.bank_sq.copy_((b * b).sum(1, keepdim=True))
+        if self.weights[1]:
+            v = self.image_features(deep.float())
+            self.image_bank.copy_(v.t())
+            self.image_sq.copy_((v * v).sum(1)[None])
+
+    def distances(self, level: torch.Tensor, deep: torch.Tensor) -> List[Optional[torch.Tensor]]:
+        """[(B,) nearest-position distance, (B,) image kNN distance], None where a weight is 0."""
+        out: List[Optional[torch.Tensor]] = [None, None]
+        if self.weights[0]:
+            q = level.reshape(-1, self.channels, self.positions).permute(2, 0, 1)  # (P, B, C)
+            d2 = (q * q).sum(-1, keepdim=True) - 2.0 * torch.matmul(q, self.bank) + self.bank_sq  # (P, B, N)
+            nearest = torch.amin(d2, dim=2).clamp_min(0.0).sqrt()  # (P, B)
+            out[0] = torch.amax(nearest, dim=0)
+        if self.weights[1]:
+            v = self.image_features(deep)
+            d2 = (v * v).sum(1, keepdim=True) - 2.0 * torch.matmul(v, self.image_bank) + self.image_sq  # (B, N)
+            k = min(self.IMAGE_K, int(self.image_bank.shape[1]))
+            near = -torch.topk(-d2, k, dim=1).values  # the k smallest
+            out[1] = near.clamp_min(0.0).sqrt().mean(1)
+        return out
+
+    def forward(self, level: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+        total = None
+        for i, d in enumerate(self.distances(level, deep)):
+            if d is not None:
+                t = (d - self.offset[i]) * self.coef[i]
+                total = t if total is None else total + t
+        return total
+
+
+def feature_memory(cfg: ModelConfig) -> Optional[FeatureMemory]:
+    """An unfitted FeatureMemory sized for `cfg` (None where it keeps no memory)."""
+    if not cfg.uses_memory:
+        return None
+    spec = SPECS[cfg.backbone]
+    level = spec.levels(cfg.tap16)[2]
+    g = cfg.image_size // level.stride
+    return FeatureMemory(level.channels, (g, g), spec.deep.channels, cfg.image_size // spec.deep.stride,
+                         cfg.memory_images, (cfg.memory_weight, cfg.image_memory_weight))
+
+
 def top_count(pixels: int) -> int:
     """How many of a map's `pixels` the "top" score averages: 1 % of them, 1 to TOP_MAX (655 at 256x256)."""
     return max(1, min(TOP_MAX, round(TOP_SHARE * pixels)))
@@ -453,9 +533,10 @@ class AnomalyMap(nn.Module):
                  gauss: Optional["FeatureGaussian"] = None, stats_weight: float = 1.0,
                  level_scale: Optional[torch.Tensor] = None,
                  stats_level_weights: Optional[Sequence[float]] = None,
-                 level_sigmas: Optional[Sequence[float]] = None):
+                 level_sigmas: Optional[Sequence[float]] = None, memory: Optional[FeatureMemory] = None):
         super().__init__()
         self.score = score
+        self.memory = memory
         self.strides = [int(s) for s in strides]
         self.weights = [float(w) for w in level_weights]
         self.gauss = gauss
@@ -489,7 +570,9 @@ class AnomalyMap(nn.Module):
             out.append(None if not terms else terms[0] if len(terms) == 1 else terms[0] + terms[1])
         return out
 
-    def forward(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor],
+                deep: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """deep: the encoder's deepest output, which a `memory` reads (else unused)."""
         amap = None
         for s, r in zip(self.strides, self.level_terms(enc, dec)):
             if r is None:
@@ -497,7 +580,10 @@ class AnomalyMap(nn.Module):
             r = torch.matmul(torch.matmul(getattr(self, f"bu{s}"), r), getattr(self, f"bu{s}_t"))  # blur(up(r))
             amap = r if amap is None else amap + r
         # amap: (B, 1, H, W)
-        return amap, map_score(amap, self.score)  # (B,)
+        score = map_score(amap, self.score)  # (B,)
+        if self.memory is not None:
+            score = score + self.memory(enc[2], deep)
+        return amap, score
 
 
 def amap_for(cfg: ModelConfig, model: Optional["HFRAE"] = None) -> AnomalyMap:
@@ -508,9 +594,12 @@ def amap_for(cfg: ModelConfig, model: Optional["HFRAE"] = None) -> AnomalyMap:
         if model is None or getattr(model, "gauss", None) is None:
             raise ValueError("a model with feature statistics is needed for its anomaly map")
         gauss = copy.deepcopy(model.gauss)
+    memory = None
+    if cfg.uses_memory and model is not None and getattr(model, "memory", None) is not None:
+        memory = copy.deepcopy(model.memory)
     return AnomalyMap(cfg.image_size, cfg.sigma, cfg.level_weights, score=cfg.score, gauss=gauss,
                       stats_weight=cfg.stats_weight, level_scale=None if gauss is None else gauss.level_scale,
-                      stats_level_weights=cfg.stats_level_weights, level_sigmas=cfg.level_sigmas)
+                      stats_level_weights=cfg.stats_level_weights, level_sigmas=cfg.level_sigmas, memory=memory)
 
 
 def stats_levels(cfg: ModelConfig) -> List[bool]:
@@ -546,6 +635,8 @@ class HFRAE(nn.Module):
         # the normal features' statistics (fitted after the decoder; in the checkpoint's state dict);
         # `statistics` False: none yet (training fits them after the alignment's choice of levels)
         self.gauss = None if cfg.stats == "none" or not statistics else feature_gaussian(cfg)
+        # the training images' features (fitted with the statistics; train.fit_memory)
+        self.memory = feature_memory(cfg) if statistics else None
         self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1), persistent=False)
 
@@ -558,9 +649,10 @@ class HFRAE(nn.Module):
         """image01: (B, 3, H, W) RGB in [0, 1] -> ([levels at strides 4, 8, 16], deepest)."""
         return self.encoder.features((image01 - self.mean) / self.std)
 
-    def forward(self, image01):
+    def forward(self, image01, with_deep: bool = False):
+        """-> (encoder levels, decoder levels), and the deepest output where `with_deep`."""
         taps, deep = self.encode(image01)
-        return taps, self.decoder(deep)
+        return (taps, self.decoder(deep), deep) if with_deep else (taps, self.decoder(deep))
 
 
 class DeployModel(nn.Module):
@@ -576,6 +668,6 @@ class DeployModel(nn.Module):
         self.map_scale = float(stats.map_scale)
 
     def forward(self, image):
-        enc, dec = self.model(image)
-        amap, score = self.amap(enc, dec)
+        enc, dec, deep = self.model(image, True)
+        amap, score = self.amap(enc, dec, deep)
         return (amap - self.low) * self.map_scale, (score - self.low) * self.scale

@@ -110,8 +110,8 @@ def raw_maps(model, amap_module, x: np.ndarray, device, batch: int = 32):
     maps, scores = [], []
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            enc, dec = model(torch.from_numpy(x[i:i + batch]).to(device))
-            m, s = amap_module(enc, dec)
+            enc, dec, deep = model(torch.from_numpy(x[i:i + batch]).to(device), True)
+            m, s = amap_module(enc, dec, deep)
             maps.append(m.cpu().numpy()[:, 0])
             scores.append(s.cpu().numpy())
     return np.concatenate(maps), np.concatenate(scores)
@@ -283,6 +283,58 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
     return choice
 
 
+# the one-class formats' memory weights (ModelConfig.memory_weight, image_memory_weight): whole images of
+# another class, where a memory of the training images ranks a rare normal shape better than a Gaussian
+ONE_CLASS_MEMORY = {"memory_weight": 0.25, "image_memory_weight": 0.25}
+MEMORY_BYTES = 32 << 20  # at most this much memory in the graph: beyond, evenly spaced training images
+
+
+def fit_memory(model, taps, deep, ref: np.ndarray, device, held_out: bool = True, batch: int = 32) -> dict:
+    """ModelConfig.memory_weight / image_memory_weight: keep the training images' stride-16 and deepest
+    features (`taps`, `deep`: all of them, or as many as MEMORY_BYTES allow), then scale each distance
+    on the reference (held-out) normals: its mean off, its spread to the map's score's spread, times its
+    weight. Without held-out images the memory is left out (its own images would read as distance 0).
+    Returns what was kept, for the training summary."""
+    import dataclasses
+
+    import torch
+
+    from .model import amap_for, feature_memory
+
+    cfg = model.cfg
+    weights = (cfg.memory_weight, cfg.image_memory_weight)
+    if not any(weights):
+        return {}
+    if not held_out:
+        model.cfg, model.memory = dataclasses.replace(cfg, memory_weight=0.0, image_memory_weight=0.0), None
+        return {"memory": "no held-out images to scale it on: none"}
+    n = len(deep)
+    probe = feature_memory(dataclasses.replace(cfg, memory_images=1))
+    per_image = sum(int(b.numel()) * 4 for name, b in probe.named_buffers() if name in ("bank", "image_bank"))
+    keep = min(n, max(1, MEMORY_BYTES // max(per_image, 1)))
+    idx = torch.linspace(0, n - 1, keep).round().long().to(deep.device)
+    model.cfg = dataclasses.replace(cfg, memory_images=keep)
+    memory = feature_memory(model.cfg).to(device)
+    memory.fit(taps[2][idx], deep[idx])
+    plain = amap_for(dataclasses.replace(model.cfg, memory_images=0), model).to(device)  # the map's score alone
+    scores, dists = [], [[], []]
+    with torch.inference_mode():
+        for i in range(0, len(ref), batch):
+            enc, dec, d = model(torch.from_numpy(ref[i:i + batch]).to(device), True)
+            scores.append(plain(enc, dec, d)[1].double())
+            for out, v in zip(dists, memory.distances(enc[2], d)):
+                if v is not None:
+                    out.append(v.double())
+    spread = float(torch.cat(scores).std(unbiased=False))
+    for i, (w, v) in enumerate(zip(weights, dists)):
+        if w:
+            v = torch.cat(v)
+            memory.offset[i] = float(v.mean())
+            memory.coef[i] = w * spread / max(float(v.std(unbiased=False)), 1e-12)
+    model.memory = memory
+    return {"memory_images": keep}
+
+
 def refit_statistics(model, int8_levels, x: np.ndarray, device="cpu", components: Optional[int] = None) -> None:
     """The statistics fitted again on the features an int8 graph computes for the training images x
     (float32 (N, 3, S, S)): `int8_levels` holds them per level, (N, C, h, w), None where the statistics
@@ -385,6 +437,7 @@ def fit(x_train: np.ndarray, x_hold: np.ndarray, mcfg: ModelConfig, tcfg: TrainC
     ref = reference_images(x_train, x_hold)
     if model.cfg.stats != "none":
         chosen.update(fit_statistics(model, taps, ref, device, held_out=len(x_hold) > 0))
+    chosen.update(fit_memory(model, taps, deep, ref, device, held_out=len(x_hold) > 0))
     t_train = time.time() - t0
     stats = reference_stats(model, model.cfg, ref, device)  # model.cfg: with what auto chose
     summary = {"epochs": tcfg.epochs, "final_loss": loss_hist[-1], "loss_history": loss_hist,
@@ -417,6 +470,23 @@ def parse_components(text: str) -> int:
     return k
 
 
+def parse_memory(text: str) -> Optional[dict]:
+    """--memory: "auto" -> None (the one-class formats keep one), "none" -> weights 0, "A,B" -> the
+    nearest-position and image weights."""
+    t = text.strip().lower()
+    if t == "auto":
+        return None
+    if t == "none":
+        return {"memory_weight": 0.0, "image_memory_weight": 0.0}
+    try:
+        a, b = (float(v) for v in t.split(","))
+    except ValueError:
+        a = b = -1.0
+    if not (a >= 0 and b >= 0):
+        raise HfrError(f"--memory {text!r} must be auto, none or two weights >= 0 separated by a comma, e.g. 0.5,0.5")
+    return {"memory_weight": a, "image_memory_weight": b}
+
+
 def parse_triple(text: str, option: str, kind=float):
     try:
         w = tuple(kind(v) for v in text.split(","))
@@ -431,9 +501,11 @@ def parse_triple(text: str, option: str, kind=float):
 
 def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfig, score: str = "auto",
                      fmt: str = "auto", normal_class: Optional[str] = None, test: Optional[str] = None,
-                     weights: Optional[str] = None, view=None) -> Tuple[NormStats, dict]:
+                     weights: Optional[str] = None, view=None, memory: str = "auto") -> Tuple[NormStats, dict]:
     """`hfr-edge train`: open the dataset, fit on its normal images, write the checkpoint to `output`.
     score "auto" picks the image score from the dataset's format (auto_score); else mcfg.score stands.
+    memory "auto": the one-class formats keep a memory of the training images (ONE_CLASS_MEMORY); else
+    (or any other value: the weights were given) mcfg's memory weights stand.
     `view` (base.view.View): where in each image the model looks; default: the whole image, squashed."""
     from .base.view import View
     from .checkpoint import save_checkpoint
@@ -451,6 +523,8 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
         mcfg = replace(mcfg, score=auto_score(ds.format, mcfg.score))
     if ds.format in ONE_CLASS_FORMATS:  # whole images of another class: the one-class protocol's weights stand
         mcfg = replace(mcfg, **NO_ALIGNMENT_CHOICE)
+        if memory == "auto":
+            mcfg = replace(mcfg, **ONE_CLASS_MEMORY)
     tr_idx, ho_idx = split_holdout(len(ds.train), tcfg.holdout, tcfg.seed)
     t0 = time.time()
     model, stats, summary, extra, kept, skipped = fit_view(
@@ -467,6 +541,9 @@ def train_checkpoint(data: str, output: str, mcfg: ModelConfig, tcfg: TrainConfi
                     f"images; check what it flags with `hfr-edge eval {out} DATA` on labelled images (it also "
                     f"prints the F1-max threshold) and give `run --threshold` where it misses")
     chosen = summary.get("statistics", {})
+    if "memory_images" in chosen:
+        console.say(f"memory: the features of {chosen['memory_images']} training images, for the image score "
+                    f"(weights {mcfg.memory_weight:g} / {mcfg.image_memory_weight:g}; --memory)")
     if "stats_components" in chosen:
         k = chosen["stats_components"]
         console.say(f"statistics: {k} Gaussian{'s' if k > 1 else ''} per level (--stats-components auto)")

@@ -683,3 +683,68 @@ def test_a_part_trains_the_part_decoder_as_if_its_widths_were_asked_for(syn_data
     texture, _, summary = T.fit(x[:10], x[10:], cfg, tcfg, progress=False)
     assert summary["statistics"]["kind"] == "texture" and "decoder_widths" not in summary["statistics"]
     assert texture.cfg.decoder_widths == (32, 16, 8)
+
+
+def test_memory_distances_are_the_nearest_training_features():
+    from hfr_edge.model import FeatureMemory
+
+    g = torch.Generator().manual_seed(0)
+    level, deep = torch.randn(20, 8, 2, 2, generator=g), torch.randn(20, 5, 4, 4, generator=g)
+    mem = FeatureMemory(8, (2, 2), 5, 4, 20, (1.0, 1.0))
+    mem.fit(level, deep)
+    ql, qd = torch.randn(6, 8, 2, 2, generator=g), torch.randn(6, 5, 4, 4, generator=g)
+    ql[0], qd[0] = level[3], deep[3]  # a training image itself
+    pos, img = mem.distances(ql, qd)
+    # per position the nearest training image's feature there, the largest over positions
+    per = torch.stack([torch.cdist(ql[:, :, i, j], level[:, :, i, j]).min(1).values for i in range(2) for j in range(2)])
+    # (|q|^2 - 2 q.b + |b|^2 leaves a rounding of ~1e-6 under the root where q is b)
+    assert torch.allclose(pos, per.max(0).values, atol=2e-3) and float(pos[0]) < 2e-3
+    # the image's deepest features pooled to 2 x 2: the mean distance to its 3 nearest training images
+    flat = lambda t: torch.nn.functional.avg_pool2d(t, 2).flatten(1)  # noqa: E731
+    want = torch.cdist(flat(qd), flat(deep)).topk(3, largest=False).values.mean(1)
+    assert torch.allclose(img, want, atol=1e-4)
+    only = FeatureMemory(8, (2, 2), 5, 4, 20, (0.0, 1.0))  # a weight of 0 keeps no bank for its term
+    assert not hasattr(only, "bank") and only.distances(ql, qd)[0] is None
+
+
+def test_memory_travels_through_checkpoint_and_graph(tmp_path):
+    import dataclasses
+
+    from hfr_edge.checkpoint import load_deploy_model, save_checkpoint
+    from hfr_edge.model import amap_for
+    from hfr_edge.export.onnx_export import export_onnx
+    from hfr_edge.train import fit
+
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    x = rng.random((10, 3, 64, 64), dtype=np.float32)
+    xh = rng.random((4, 3, 64, 64), dtype=np.float32)
+    cfg = ModelConfig(image_size=64, score="mean", memory_weight=0.5, image_memory_weight=0.5,
+                      aligned_level_weights=None, part_level_weights=None)
+    model, norm, summary = fit(x, xh, cfg, TrainConfig(epochs=1, batch_size=4), progress=False)
+    assert model.cfg.memory_images == 10 and summary["statistics"]["memory_images"] == 10
+    # each term standardised on the held-out normals: their memory term averages 0
+    with torch.no_grad():
+        enc, _, deep = model(torch.from_numpy(xh), True)
+        assert abs(float(model.memory(enc[2], deep).mean())) < 1e-4
+    ckpt = save_checkpoint(tmp_path / "c.pt", model, norm, summary)
+    deploy, loaded, _ = load_deploy_model(ckpt)
+    assert loaded.memory_images == 10 and torch.equal(deploy.model.memory.bank, model.memory.bank)
+    plain = amap_for(dataclasses.replace(loaded, memory_images=0), deploy.model)
+    assert plain.memory is None and deploy.amap.memory is not None
+    with torch.no_grad():
+        m, s = deploy(torch.from_numpy(xh))
+        levels = deploy.model(torch.from_numpy(xh), True)
+        (m_raw, s_raw), (m_plain, s_plain) = deploy.amap(*levels), plain(*levels)
+    assert torch.equal(m_raw, m_plain) and not torch.allclose(s_raw, s_plain)  # the score moves, never the map
+    path = export_onnx(ckpt, tmp_path / "m.onnx")
+    om, os_ = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": xh})
+    assert np.abs(om - m.numpy()).max() < 1e-4 and np.abs(os_ - s.numpy()).max() < 1e-4
+    # the fp16 graph: the exporter folds the memory's clamp at 0 and ReLU6's lower bound into one
+    # initializer, which the encoder reads in float16 and the tail in float32
+    half = export_onnx(ckpt, tmp_path / "m16.onnx", precision="fp16")
+    _, hs = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"]).run(None, {"image": xh})
+    assert np.abs(hs - s.numpy()).max() < 0.05 * max(1.0, float(np.abs(s.numpy()).max()))
+    # without held-out images there is nothing to scale the memory on: none is kept
+    model, _, summary = fit(x, x[:0], cfg, TrainConfig(epochs=1, batch_size=4), progress=False)
+    assert model.memory is None and model.cfg.memory_weight == 0 and "memory" in summary["statistics"]

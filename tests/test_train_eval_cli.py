@@ -175,12 +175,16 @@ def test_one_class_formats_score_by_the_mean(tmp_path):
     from test_data import make_idx
 
     root = make_idx(tmp_path / "mnist", n_train=40, n_test=20)
-    for score, want in (("auto", "mean"), ("max", "max")):
+    for score, want, memory in (("auto", "mean", "auto"), ("max", "max", "none")):
         out = tmp_path / f"{score}.pt"
         r = hfr("train", root, "--format", "mnist", "--normal-class", "3", "-o", out, "--epochs", "1",
-                "--image-size", "32", "--score", score)
+                "--image-size", "32", "--score", score, "--memory", memory)
         assert r.returncode == 0, r.stderr
         ckpt = torch.load(out, weights_only=True)
+        # a one-class format keeps a memory of its training images for the image score unless told not to
+        kept = ckpt["config"]["memory_images"]
+        assert (kept > 0, ckpt["config"]["memory_weight"]) == ((True, 0.5) if memory == "auto" else (False, 0.0))
+        assert ("memory: the features of" in r.stderr) == (memory == "auto")
         assert ckpt["config"]["score"] == want
         assert (ckpt["norm"]["map_threshold"] is None) == (want == "max")
         # centred digits would read as aligned: the one-class protocol keeps its statistics weights
@@ -198,6 +202,7 @@ def test_one_class_formats_score_by_the_mean(tmp_path):
                                            ("--decoder-widths", "64,32", "three integers"),
                                            ("--tap16", "middle", "--tap16"), ("--decoder", "sparse", "--decoder"),
                                            ("--stats-dims", "12,0", "three integers"),
+                                           ("--memory", "1", "two weights"),
                                            ("--stats-dims", "25,0,0", "24 channels")])
 def test_bad_score_options_are_one_line(tmp_path, syn_data, opt, val, match):
     r = hfr("train", syn_data, opt, val, "-o", tmp_path / "c.pt")

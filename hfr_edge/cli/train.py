@@ -69,6 +69,9 @@ def train_command(
                                                                  "auto (1, 2 or 3, whichever gives the held-out normals the "
                                                                  "highest likelihood) or a count; default: the preset's, "
                                                                  "else the product's")] = None,
+    memory: Annotated[str, typer.Option(help="Keep the training images' features for the image score: auto (the "
+                                        "one-class formats: 0.25,0.25), none, or the weights of the nearest position "
+                                        "and of the nearest images, e.g. 0.5,0.5")] = "auto",
     epochs: Annotated[int, typer.Option(help="Passes over the training images")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per decoder step")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = TrainConfig.lr,
@@ -87,7 +90,7 @@ def train_command(
 ) -> None:
     """Train the HFR-AE decoder on normal images and write a checkpoint."""
     from ..base.view import View, parse_roi, parse_tiles
-    from ..train import parse_components, parse_triple, train_checkpoint
+    from ..train import parse_components, parse_memory, parse_triple, train_checkpoint
 
     weights3 = None if level_weights is None else parse_triple(level_weights, "--level-weights", float)
     stats3 = None if stats_level_weights is None else parse_triple(stats_level_weights, "--stats-level-weights", float)
@@ -96,6 +99,7 @@ def train_command(
     tile3 = None if stats_tile is None else parse_triple(stats_tile, "--stats-tile", int)
     dims3 = None if stats_dims is None else parse_triple(stats_dims, "--stats-dims", int)
     comps = None if stats_components is None else parse_components(stats_components)
+    weights2 = parse_memory(memory)
     if weights3 is not None and stats3 is None:  # one weight per level for both terms, as asked
         stats3 = weights3
     # weights given: no choice by alignment
@@ -112,8 +116,9 @@ def train_command(
               if v is not None}
     mcfg = ModelConfig(**{**preset_fields(preset), "backbone": backbone, "image_size": image_size,
                           "bottleneck": bottleneck,
-                          "tap16": tap16, **({"score": score} if score in SCORES else {}), **chosen, **aligned})
+                          "tap16": tap16, **({"score": score} if score in SCORES else {}), **chosen, **aligned,
+                          **(weights2 or {})})
     tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, holdout=holdout, device=device)
     view = View(roi=parse_roi(roi), aspect=aspect, tiles=parse_tiles(tiles), overlap=overlap)
     train_checkpoint(data, output, mcfg, tcfg, score=score, fmt=fmt, normal_class=normal_class, test=test,
-                     weights=weights, view=view)
+                     weights=weights, view=view, memory="auto" if weights2 is None else "given")
