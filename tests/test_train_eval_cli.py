@@ -172,6 +172,8 @@ def test_bad_input_is_one_line(tmp_path, syn_data, args, match):
 def test_one_class_formats_score_by_the_mean(tmp_path):
     import torch
 
+    from hfr_edge.train import ONE_CLASS_MEMORY
+
     from test_data import make_idx
 
     root = make_idx(tmp_path / "mnist", n_train=40, n_test=20)
@@ -183,7 +185,8 @@ def test_one_class_formats_score_by_the_mean(tmp_path):
         ckpt = torch.load(out, weights_only=True)
         # a one-class format keeps a memory of its training images for the image score unless told not to
         kept = ckpt["config"]["memory_images"]
-        assert (kept > 0, ckpt["config"]["memory_weight"]) == ((True, 0.5) if memory == "auto" else (False, 0.0))
+        want_w = ONE_CLASS_MEMORY["memory_weight"] if memory == "auto" else 0.0
+        assert (kept > 0, ckpt["config"]["memory_weight"]) == (memory == "auto", want_w)
         assert ("memory: the features of" in r.stderr) == (memory == "auto")
         assert ckpt["config"]["score"] == want
         assert (ckpt["norm"]["map_threshold"] is None) == (want == "max")
