@@ -163,10 +163,15 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
     model.cfg = cfg
     ref, cpu = reference_images(d.x_train, d.x_hold), torch.device("cpu")
     fitted = {} if fitted is None else fitted
-    taps = None
+    coded = []  # the training images' (levels, deepest), encoded once by the first step that needs them
+
+    def encoded():
+        if not coded:
+            coded.extend(_encode_all(model, d.x_train, cpu))
+        return coded
+
     if cfg.stats != "none" and cfg.aligned_level_weights is not None:  # as `fit` chooses, on the training images
-        taps = _encode_all(model, d.x_train, cpu)[0]
-        resolve_alignment(model, taps, d.x_train)
+        resolve_alignment(model, encoded()[0], d.x_train)
     need = stats_levels(model.cfg)  # the levels this fusion weighs (the trained Gaussian may lack some)
     want = (cfg.stats, cfg.stats_pool, cfg.stats_components, model.cfg.stats_tile, cfg.stats_dims,
             tuple(need))  # tiles as chosen
@@ -177,13 +182,11 @@ def refit_fusion(trained, cfg: ModelConfig, d, fitted=None):
         model.gauss, model.cfg = copy.deepcopy(fitted[want][0]), dataclasses.replace(
             model.cfg, stats_components=fitted[want][1])
     elif not same:  # (auto components resolve into model.cfg)
-        taps = _encode_all(model, d.x_train, cpu)[0] if taps is None else taps
-        fit_statistics(model, taps, ref, cpu, held_out=len(d.x_hold) > 0)
+        fit_statistics(model, encoded()[0], ref, cpu, held_out=len(d.x_hold) > 0)
         fitted[want] = (copy.deepcopy(model.gauss), model.cfg.stats_components)
     model.memory = None  # this fusion's own (its weights scale on the map it adds to)
     if cfg.memory_weight or cfg.image_memory_weight:
-        taps, deep = _encode_all(model, d.x_train, cpu)
-        fit_memory(model, taps, deep, ref, cpu, held_out=len(d.x_hold) > 0)
+        fit_memory(model, *encoded(), ref, cpu, held_out=len(d.x_hold) > 0)
     return model, reference_stats(model, model.cfg, ref, cpu)
 
 

@@ -446,6 +446,11 @@ class FeatureMemory(nn.Module):
         self.register_buffer("coef", torch.zeros(2))
         self.register_buffer("offset", torch.zeros(2))
 
+    @property
+    def bytes_per_image(self) -> int:
+        """float32 bytes one training image takes in the banks this memory keeps."""
+        return 4 * ((self.positions * self.channels if self.weights[0] else 0) + (self.dim if self.weights[1] else 0))
+
     def image_features(self, deep: torch.Tensor) -> torch.Tensor:
         return (F.avg_pool2d(deep, self.pool) if self.pool > 1 else deep).reshape(-1, self.dim)
 

@@ -309,9 +309,8 @@ def fit_memory(model, taps, deep, ref: np.ndarray, device, held_out: bool = True
         model.cfg, model.memory = dataclasses.replace(cfg, memory_weight=0.0, image_memory_weight=0.0), None
         return {"memory": "no held-out images to scale it on: none"}
     n = len(deep)
-    probe = feature_memory(dataclasses.replace(cfg, memory_images=1))
-    per_image = sum(int(b.numel()) * 4 for name, b in probe.named_buffers() if name in ("bank", "image_bank"))
-    keep = min(n, max(1, MEMORY_BYTES // max(per_image, 1)))
+    per_image = feature_memory(dataclasses.replace(cfg, memory_images=1)).bytes_per_image
+    keep = min(n, max(1, MEMORY_BYTES // per_image))
     idx = torch.linspace(0, n - 1, keep).round().long().to(deep.device)
     model.cfg = dataclasses.replace(cfg, memory_images=keep)
     memory = feature_memory(model.cfg).to(device)
