@@ -101,7 +101,7 @@ def configs(kind: str, args, mopt: dict, topt: dict):
 POST_TRAINING = {"stats", "stats_weight", "level_weights", "stats_level_weights", "stats_pool", "stats_tile",
                  "stats_components", "sigma", "level_sigmas", "score", "aligned_level_weights",
                  "part_level_weights", "part_residual_weights", "texture_stats_tile", "stats_dims",
-                 "memory_weight", "image_memory_weight", "memory_images"}
+                 "memory_weight", "image_memory_weight", "memory_images", "image_memory_metric"}
 
 
 def parse_fusions(items) -> dict:

@@ -421,8 +421,9 @@ class FeatureMemory(nn.Module):
     """The training images' features kept as they are (ModelConfig.memory_weight, image_memory_weight),
     for the image score: per stride-16 position the distance to the nearest training image's feature
     at that position, the largest over the positions (PatchCore's nearest patch, with the position
-    kept); and the mean distance of the image's deepest features, pooled to 2 x 2 and flattened, to its
-    IMAGE_K nearest training images' (SPADE's image kNN). forward -> (B,) the weighted sum of the two,
+    kept); and the mean distance of the image's deepest features, pooled to 2 x 2 and flattened (and
+    scaled to unit length where `cosine`), to its IMAGE_K nearest training images' (SPADE's image kNN).
+    forward -> (B,) the weighted sum of the two,
     each standardised on held-out normals (`coef`, `offset`, set by train.fit_memory).
     Squared distances as |q|^2 - 2 q.b + |b|^2: batched MatMuls against constant banks, then
     ReduceMin / TopK, all in the float32 tail of the graph."""
@@ -430,9 +431,10 @@ class FeatureMemory(nn.Module):
     IMAGE_K = 3
 
     def __init__(self, channels: int, grid: Tuple[int, int], deep_channels: int, deep_grid: int, images: int,
-                 weights: Tuple[float, float]):
+                 weights: Tuple[float, float], cosine: bool = False):
         super().__init__()
         self.weights = [float(w) for w in weights]
+        self.cosine = bool(cosine)
         self.pool = max(1, deep_grid // 2)  # the deepest features pooled to 2 x 2 (1 x 1 below 64 px)
         p, d = grid[0] * grid[1], deep_channels * (deep_grid // self.pool) ** 2
         self.positions, self.channels, self.dim = p, int(channels), d  # constant shapes: no Shape/Flatten in the graph
@@ -452,7 +454,8 @@ class FeatureMemory(nn.Module):
         return 4 * ((self.positions * self.channels if self.weights[0] else 0) + (self.dim if self.weights[1] else 0))
 
     def image_features(self, deep: torch.Tensor) -> torch.Tensor:
-        return (F.avg_pool2d(deep, self.pool) if self.pool > 1 else deep).reshape(-1, self.dim)
+        v = (F.avg_pool2d(deep, self.pool) if self.pool > 1 else deep).reshape(-1, self.dim)
+        return v / (v * v).sum(1, keepdim=True).clamp_min(1e-12).sqrt() if self.cosine else v
 
     @torch.no_grad()
     def fit(self, level: torch.Tensor, deep: torch.Tensor) -> None:
@@ -499,7 +502,8 @@ def feature_memory(cfg: ModelConfig) -> Optional[FeatureMemory]:
     level = spec.levels(cfg.tap16)[2]
     g = cfg.image_size // level.stride
     return FeatureMemory(level.channels, (g, g), spec.deep.channels, cfg.image_size // spec.deep.stride,
-                         cfg.memory_images, (cfg.memory_weight, cfg.image_memory_weight))
+                         cfg.memory_images, (cfg.memory_weight, cfg.image_memory_weight),
+                         cosine=cfg.image_memory_metric == "cosine")
 
 
 def top_count(pixels: int) -> int:

@@ -285,7 +285,7 @@ def fit_statistics(model, taps, ref: np.ndarray, device, batch: int = 32, held_o
 
 # the one-class formats' memory weights (ModelConfig.memory_weight, image_memory_weight): whole images of
 # another class, where a memory of the training images ranks a rare normal shape better than a Gaussian
-ONE_CLASS_MEMORY = {"memory_weight": 0.25, "image_memory_weight": 0.25}
+ONE_CLASS_MEMORY = {"memory_weight": 0.5, "image_memory_weight": 0.75}
 MEMORY_BYTES = 32 << 20  # at most this much memory in the graph: beyond, evenly spaced training images
 
 

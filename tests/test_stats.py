@@ -703,6 +703,15 @@ def test_memory_distances_are_the_nearest_training_features():
     flat = lambda t: torch.nn.functional.avg_pool2d(t, 2).flatten(1)  # noqa: E731
     want = torch.cdist(flat(qd), flat(deep)).topk(3, largest=False).values.mean(1)
     assert torch.allclose(img, want, atol=1e-4)
+    # cosine: each image's pooled features at unit length first; a training image scaled is no distance
+    cos = FeatureMemory(8, (2, 2), 5, 4, 20, (0.0, 1.0), cosine=True)
+    cos.fit(level, deep)
+    qd[1] = 3.0 * deep[5]
+    unit = lambda t: flat(t) / flat(t).norm(dim=1, keepdim=True)  # noqa: E731
+    want = torch.cdist(unit(qd), unit(deep)).topk(3, largest=False).values.mean(1)
+    got = cos.distances(ql, qd)[1]
+    assert torch.allclose(got, want, atol=1e-3) and float(img[1]) > 1.0
+    assert float(torch.cdist(unit(qd[1:2]), unit(deep)).min()) < 1e-3
     only = FeatureMemory(8, (2, 2), 5, 4, 20, (0.0, 1.0))  # a weight of 0 keeps no bank for its term
     assert not hasattr(only, "bank") and only.distances(ql, qd)[0] is None
 
@@ -730,6 +739,10 @@ def test_memory_travels_through_checkpoint_and_graph(tmp_path):
     ckpt = save_checkpoint(tmp_path / "c.pt", model, norm, summary)
     deploy, loaded, _ = load_deploy_model(ckpt)
     assert loaded.memory_images == 10 and torch.equal(deploy.model.memory.bank, model.memory.bank)
+    assert loaded.image_memory_metric == "cosine" and deploy.model.memory.cosine
+    # the nineteenth session's checkpoints recorded no metric: their image memory compared as euclidean
+    old = {k: v for k, v in loaded.to_dict().items() if k != "image_memory_metric"}
+    assert ModelConfig.from_dict(old).image_memory_metric == "euclidean"
     plain = amap_for(dataclasses.replace(loaded, memory_images=0), deploy.model)
     assert plain.memory is None and deploy.amap.memory is not None
     with torch.no_grad():

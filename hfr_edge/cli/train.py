@@ -70,7 +70,7 @@ def train_command(
                                                                  "highest likelihood) or a count; default: the preset's, "
                                                                  "else the product's")] = None,
     memory: Annotated[str, typer.Option(help="Keep the training images' features for the image score: auto (the "
-                                        "one-class formats: 0.25,0.25), none, or the weights of the nearest position "
+                                        "one-class formats: 0.5,0.75), none, or the weights of the nearest position "
                                         "and of the nearest images, e.g. 0.5,0.5")] = "auto",
     epochs: Annotated[int, typer.Option(help="Passes over the training images")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per decoder step")] = TrainConfig.batch_size,
