@@ -709,8 +709,8 @@ def test_memory_distances_are_the_nearest_training_features():
     qd[1] = 3.0 * deep[5]
     unit = lambda t: flat(t) / flat(t).norm(dim=1, keepdim=True)  # noqa: E731
     want = torch.cdist(unit(qd), unit(deep)).topk(3, largest=False).values.mean(1)
-    got = cos.distances(ql, qd)[1]
-    assert torch.allclose(got, want, atol=1e-3) and float(img[1]) > 1.0
+    got, far = cos.distances(ql, qd)[1], mem.distances(ql, qd)[1]  # the scaled image: cosine and euclidean
+    assert torch.allclose(got, want, atol=1e-3) and float(far[1]) > 1.0 and float(far[1]) > 2.0 * float(got[1])
     assert float(torch.cdist(unit(qd[1:2]), unit(deep)).min()) < 1e-3
     only = FeatureMemory(8, (2, 2), 5, 4, 20, (0.0, 1.0))  # a weight of 0 keeps no bank for its term
     assert not hasattr(only, "bank") and only.distances(ql, qd)[0] is None
